@@ -1,0 +1,1 @@
+"""fpgaformer compiler: ONNX transformer exports -> layer graph -> quantized graph -> HLS projects."""

@@ -1,0 +1,1 @@
+"""Hardware sources: HLS headers of fpgaformer kernels, board wrapper designs, build scripts."""
