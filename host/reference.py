@@ -50,14 +50,18 @@ def rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, rotary_dim: int, inter
     return np.concatenate([rot * cos + rotated * sin, rest], axis=-1)
 
 
-def padding_mask(mask: np.ndarray, causal: bool, neg: float, q_len: int) -> np.ndarray:
-    """attention_mask (1, k) of 0/1 -> additive mask (1, 1, q, k)."""
+def padding_mask(mask: np.ndarray, causal: bool, neg: float, q_len: int, shape=None) -> np.ndarray:
+    """attention_mask (1, k) of 0/1 -> additive mask (1, 1, q, k), reshaped or broadcast to ``shape``."""
     k_len = mask.shape[-1]
     keep = np.broadcast_to(mask.reshape(1, 1, 1, k_len) != 0, (1, 1, q_len, k_len))
     if causal:
         offset = k_len - q_len
         keep = keep & (np.arange(k_len)[None, :] <= np.arange(q_len)[:, None] + offset)
-    return np.where(keep, 0.0, neg).astype(np.float32)
+    out = np.where(keep, np.float32(0.0), np.float32(neg))
+    if shape is None:
+        return out
+    shape = tuple(shape)
+    return out.reshape(shape) if out.size == int(np.prod(shape)) else np.broadcast_to(out, shape)
 
 
 def _second(layer: Layer, env: dict) -> np.ndarray:
@@ -111,7 +115,7 @@ def run_layer(layer: Layer, env: dict[str, np.ndarray]) -> np.ndarray | list[np.
     if op == "Concat":
         return np.concatenate([env[n] for n in layer.inputs], axis=a["axis"])
     if op == "PaddingMask":
-        return padding_mask(x, a.get("causal", False), a["neg"], a["q_len"])
+        return padding_mask(x, a.get("causal", False), a["neg"], a["q_len"], a.get("shape"))
     if op == "Constant":
         return p["value"]
     raise NotImplementedError(f"float executor has no op {op!r} (layer {layer.name!r})")

@@ -1,0 +1,39 @@
+"""Front end: ONNX export -> static graph -> rules -> layer graph (IR) -> cleanup passes.
+
+``import_onnx`` is the one pipeline; each step is a module of this package or of compiler.passes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ...host.graph import Graph
+from .engine import assemble, place, unsupported_error
+from .load import load_static
+from .rules import ALL_RULES
+from .rules.mask import match_all as mask_matches
+from .view import OnnxView
+
+
+def lower(view: OnnxView) -> Graph:
+    """Place every node of a static model into IR layers; raise one UserError listing all unplaced nodes."""
+    matches, unplaced = place(view, ALL_RULES, prematches=mask_matches(view))
+    if unplaced:
+        raise unsupported_error(unplaced)
+    return assemble(view, matches)
+
+
+def import_static(path: str | Path, seq_len: int | None = None, context: int | None = None):
+    """ONNX file -> (float layer graph with blocks and roles annotated, the static ONNX model it came from)."""
+    from ..passes import frontend_cleanup
+
+    model = load_static(path, seq_len, context)
+    graph = lower(OnnxView(model))
+    graph.meta.update({"source": Path(path).name, "seq_len": seq_len, "context": context})
+    graph = frontend_cleanup(graph)
+    return graph, model
+
+
+def import_onnx(path: str | Path, seq_len: int | None = None, context: int | None = None) -> Graph:
+    """ONNX file -> float layer graph with blocks and roles annotated."""
+    return import_static(path, seq_len, context)[0]

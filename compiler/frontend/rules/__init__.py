@@ -1,0 +1,5 @@
+"""Pattern rules, one family per module, in priority order: fusions first, then one-to-one lowerings."""
+
+from . import functions, primitive
+
+ALL_RULES = [*functions.RULES, *primitive.RULES]

@@ -1,0 +1,64 @@
+"""Per-tensor comparison of the IR float executor with onnxruntime (the front-end check).
+
+Every IR tensor that has an ONNX tensor of the same name is fetched from onnxruntime (the static model with
+those tensors exposed as outputs) and compared: max abs error, and the ONNX reference's max abs value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from ..host import reference
+from ..host.graph import Graph
+
+
+@dataclass
+class TensorDiff:
+    name: str
+    layer: str
+    op: str
+    max_abs_err: float
+    ref_max_abs: float
+
+
+def onnxruntime_tensors(model: onnx.ModelProto, names: list[str], feeds: dict[str, np.ndarray]) -> dict:
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    existing = {o.name for o in probe.graph.output}
+    produced = {o for n in probe.graph.node for o in n.output}
+    wanted = [n for n in names if n in produced or n in existing]
+    for name in wanted:
+        if name not in existing:
+            probe.graph.output.append(onnx.ValueInfoProto(name=name))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    input_names = {i.name for i in session.get_inputs()}
+    values = session.run(wanted, {k: v for k, v in feeds.items() if k in input_names})
+    return dict(zip(wanted, values))
+
+
+def compare(graph: Graph, model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[TensorDiff]:
+    """Run both on one input set (batch 1); one TensorDiff per IR layer output known to ONNX, graph order."""
+    ours = reference.run(graph, feeds)
+    names = [out for layer in graph.layers for out in layer.outputs]
+    theirs = onnxruntime_tensors(model, names, feeds)
+    diffs = []
+    for layer in graph.layers:
+        for out in layer.outputs:
+            if out not in theirs:
+                continue
+            want = np.asarray(theirs[out], dtype=np.float64)
+            got = np.asarray(ours[out], dtype=np.float64)
+            finite = np.isfinite(want)
+            err = float(np.max(np.abs(np.where(finite, got - want, 0.0)), initial=0.0))
+            if got.shape != want.shape or not np.array_equal(np.isfinite(got), finite):
+                err = float("inf")
+            diffs.append(TensorDiff(out, layer.name, layer.op, err,
+                                    float(np.max(np.abs(np.where(finite, want, 0.0)), initial=0.0))))
+    return diffs

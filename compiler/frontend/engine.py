@@ -1,0 +1,150 @@
+"""Rule engine: place every ONNX node into IR layers, or list the ones no rule could place.
+
+A rule is ``fn(node, view) -> Match | None`` registered with the op types of the nodes it may start from
+(its seeds). Rules run in priority order (fusions before the 1:1 lowerings); each rule visits the unplaced
+seed nodes in graph order. A match is accepted only when none of its nodes is placed already and no tensor
+made inside it is used outside it except those it exports (layer outputs and aliases).
+
+IR tensor names are the ONNX tensor names; an alias says that an ONNX tensor holds the same value as another
+(Dropout at inference, Identity, a float->float Cast), and is resolved when the graph is assembled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+import onnx
+
+from ...host.graph import Graph, Layer, Tensor
+from ..errors import UserError
+from .view import OnnxView
+
+
+@dataclass
+class Match:
+    nodes: list[onnx.NodeProto]
+    layers: list[Layer] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)
+    # shapes/dtypes of tensors a rule creates that do not exist in the ONNX graph
+    new_tensors: dict[str, tuple[tuple[int, ...], str]] = field(default_factory=dict)
+
+
+RuleFn = Callable[[onnx.NodeProto, OnnxView], "Match | None"]
+
+
+@dataclass
+class Rule:
+    name: str
+    seeds: frozenset[str]
+    fn: RuleFn
+
+
+def rule(name: str, seeds: Iterable[str]):
+    """Decorator: turn ``fn(node, view)`` into a Rule starting from nodes of the given op types."""
+    def wrap(fn: RuleFn) -> Rule:
+        return Rule(name, frozenset(seeds), fn)
+    return wrap
+
+
+def _exports(match: Match) -> set[str]:
+    out = {o for layer in match.layers for o in layer.outputs}
+    return out | set(match.aliases)
+
+
+def _acceptable(match: Match, view: OnnxView, placed: dict[str, str]) -> bool:
+    names = {n.name for n in match.nodes}
+    if any(n in placed for n in names):
+        return False
+    exported = _exports(match)
+    for node in match.nodes:
+        for out in node.output:
+            if not out or out in exported:
+                continue
+            if out in view.outputs or any(u.name not in names for u in view.users(out)):
+                return False
+    return True
+
+
+def place(view: OnnxView, rules: list[Rule], prematches: list[Match] = ()
+          ) -> tuple[list[tuple[int, Match]], list[onnx.NodeProto]]:
+    """Apply rules; return accepted matches with their graph position, and the nodes left unplaced.
+
+    ``prematches`` (found by whole-graph analyses such as the mask rule) are accepted first.
+    """
+    placed: dict[str, str] = {}
+    matches: list[tuple[int, Match]] = []
+    for match in prematches:
+        if _acceptable(match, view, placed):
+            for n in match.nodes:
+                placed[n.name] = "mask"
+            for layer in match.layers:
+                layer.onnx_nodes = layer.onnx_nodes or [n.name for n in match.nodes]
+            matches.append((max(view.order[n.name] for n in match.nodes), match))
+    for r in rules:
+        for node in view.nodes:
+            if node.name in placed or node.op_type not in r.seeds:
+                continue
+            match = r.fn(node, view)
+            if match is None or not _acceptable(match, view, placed):
+                continue
+            for n in match.nodes:
+                placed[n.name] = r.name
+            for layer in match.layers:
+                layer.onnx_nodes = layer.onnx_nodes or [n.name for n in match.nodes]
+                layer.attrs.setdefault("rule", r.name)
+            matches.append((max(view.order[n.name] for n in match.nodes), match))
+    unplaced = [n for n in view.nodes if n.name not in placed]
+    return matches, unplaced
+
+
+def unsupported_error(unplaced: list[onnx.NodeProto]) -> UserError:
+    lines = "\n".join(f"  {n.name} ({n.op_type}{'' if n.domain in ('', 'ai.onnx') else ', ' + n.domain})"
+                      for n in unplaced)
+    return UserError(f"{len(unplaced)} ONNX node(s) match no fpgaformer rule:\n{lines}\n"
+                     "These ops are not supported yet. Export without them (e.g. attn_implementation='eager', "
+                     "no training-only ops), or report the model so a rule can be added.")
+
+
+def assemble(view: OnnxView, matches: list[tuple[int, Match]]) -> Graph:
+    """Order the matched layers, resolve aliases and attach shapes/types."""
+    aliases: dict[str, str] = {}
+    new_tensors: dict[str, tuple[tuple[int, ...], str]] = {}
+    ordered: list[Layer] = []
+    for _, match in sorted(matches, key=lambda pm: pm[0]):
+        aliases.update(match.aliases)
+        new_tensors.update(match.new_tensors)
+        ordered.extend(match.layers)
+
+    def resolve(name: str) -> str:
+        seen = set()
+        while name in aliases and name not in seen:
+            seen.add(name)
+            name = aliases[name]
+        return name
+
+    tensors: dict[str, Tensor] = {}
+
+    def describe(name: str) -> Tensor:
+        if name in new_tensors:
+            shape, dtype = new_tensors[name]
+            return Tensor(name, tuple(shape), dtype)
+        dtype = view.dtype.get(name, np.dtype(np.float32))
+        kind = "float32" if dtype.kind == "f" else ("bool" if dtype.kind == "b" else "int64")
+        return Tensor(name, view.shape[name], kind)
+
+    used: set[str] = set()
+    for layer in ordered:
+        layer.inputs = [resolve(i) if i else i for i in layer.inputs]
+        used.update(i for i in layer.inputs if i)
+        for out in layer.outputs:
+            tensors[out] = describe(out)
+    inputs = [i for i in view.inputs if i in used]
+    for name in inputs:
+        tensors[name] = describe(name)
+    outputs = [resolve(o) for o in view.outputs]
+    graph = Graph(inputs, outputs, tensors, ordered,
+                  meta={"onnx_outputs": {o: resolve(o) for o in view.outputs}})
+    graph.validate()
+    return graph
