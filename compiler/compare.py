@@ -45,7 +45,7 @@ def onnxruntime_tensors(model: onnx.ModelProto, names: list[str], feeds: dict[st
 
 def compare(graph: Graph, model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[TensorDiff]:
     """Run both on one input set (batch 1); one TensorDiff per IR layer output known to ONNX, graph order."""
-    ours = reference.run(graph, feeds)
+    ours = reference.run(graph, feeds, dtype=np.float64)
     names = [out for layer in graph.layers for out in layer.outputs]
     theirs = onnxruntime_tensors(model, names, feeds)
     diffs = []

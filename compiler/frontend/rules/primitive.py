@@ -112,6 +112,21 @@ def concat(node: onnx.NodeProto, view: OnnxView) -> Match | None:
     return Match([node], [_layer(node, "Concat", list(node.input), axis=view.attrs(node)["axis"] % rank)])
 
 
+@rule("split", seeds={"Split"})
+def split(node: onnx.NodeProto, view: OnnxView) -> Match | None:
+    """Split -> one Slice per output (e.g. GPT-2's packed QKV projection)."""
+    x = node.input[0]
+    rank = len(view.shape[x])
+    axis = view.attrs(node).get("axis", 0) % rank
+    layers, start = [], 0
+    for out in node.output:
+        size = view.shape[out][axis]
+        layers.append(Layer(f"{node.name}:{out}", "Slice", [x], [out],
+                            attrs={"axes": [axis], "starts": [start], "ends": [start + size], "steps": [1]}))
+        start += size
+    return Match([node], layers)
+
+
 @rule("passthrough", seeds={"Dropout", "Identity", "Cast"})
 def passthrough(node: onnx.NodeProto, view: OnnxView) -> Match | None:
     src, out = node.input[0], node.output[0]
@@ -171,4 +186,4 @@ def embedding(node: onnx.NodeProto, view: OnnxView) -> Match | None:
 
 
 RULES = [linear, embedding, nan_guard, passthrough, elementwise, matmul, softmax, reshape, transpose, expand,
-         slice_, concat]
+         slice_, concat, split]
