@@ -105,6 +105,14 @@ def _norm_constants(view: OnnxView, nodes: list[onnx.NodeProto], width: int):
 
 
 def _norm_match(seed: onnx.NodeProto, view: OnnxView, kinds: tuple[str, ...]) -> Match | None:
+    """The largest agreeing region wins, so a trailing Mul(gamma) / Add(beta) is absorbed into the norm."""
+    best = None
+    for match in _norm_candidates(seed, view, kinds):
+        best = match
+    return best
+
+
+def _norm_candidates(seed: onnx.NodeProto, view: OnnxView, kinds: tuple[str, ...]):
     xs = _ancestors(view, seed.input[0], depth=2)
     for x, y, nodes in _region_candidates(view, seed, xs):
         width = view.shape[x][-1]
@@ -122,8 +130,11 @@ def _norm_match(seed: onnx.NodeProto, view: OnnxView, kinds: tuple[str, ...]) ->
                 probe = Layer("probe", kind, ["x"], ["y"], attrs={"eps": eps}, params=params)
                 if agrees(got, ref.run_layer(probe, {"x": xd})):
                     producer = view.producer[y]
-                    return Match(nodes, [_layer_for(producer, y, kind, x, {"eps": eps, "axis": -1}, params)])
-    return None
+                    yield Match(nodes, [_layer_for(producer, y, kind, x, {"eps": eps, "axis": -1}, params)])
+                    break
+            else:
+                continue
+            break
 
 
 @rule("layernorm_decomposed", seeds={"ReduceMean"})
