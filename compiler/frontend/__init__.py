@@ -15,6 +15,25 @@ from .rules.mask import match_all as mask_matches
 from .view import OnnxView
 
 
+def analyse(path: str | Path, seq_len: int | None = None, context: int | None = None):
+    """Like import_static, but never fails on unplaced nodes: returns (graph or None, layers, unplaced nodes).
+
+    ``layers`` are the layers the rules recognised (a partial graph when nodes are unplaced).
+    """
+    from ..passes import frontend_cleanup
+
+    model = load_static(path, seq_len, context)
+    view = OnnxView(model)
+    matches, unplaced = place(view, ALL_RULES, prematches=mask_matches(view))
+    if unplaced:
+        layers = [layer for _, m in sorted(matches, key=lambda pm: pm[0]) for layer in m.layers]
+        return None, layers, unplaced
+    graph = assemble(view, matches)
+    graph.meta.update({"source": Path(path).name, "seq_len": seq_len, "context": context})
+    graph = frontend_cleanup(graph)
+    return graph, graph.layers, []
+
+
 def lower(view: OnnxView) -> Graph:
     """Place every node of a static model into IR layers; raise one UserError listing all unplaced nodes."""
     matches, unplaced = place(view, ALL_RULES, prematches=mask_matches(view))

@@ -42,8 +42,8 @@ def read_model(path: str | Path) -> onnx.ModelProto:
                         "Export it again.")
     try:
         onnx.load_external_data_for_model(model, str(path.parent))
-    except (FileNotFoundError, OSError) as e:
-        missing = getattr(e, "filename", None) or str(e)
+    except Exception as e:  # FileNotFoundError, OSError or onnx's ValidationError, by onnx version
+        missing = getattr(e, "filename", None) or str(e)[:300]
         raise UserError(f"{path} keeps its weights in an external data file that cannot be read ({missing}). "
                         "Put the .onnx file and its data file (e.g. model.onnx.data) in the same folder.") from None
     return model
