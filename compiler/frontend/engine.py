@@ -111,11 +111,16 @@ def assemble(view: OnnxView, matches: list[tuple[int, Match]]) -> Graph:
     """Order the matched layers, resolve aliases and attach shapes/types."""
     aliases: dict[str, str] = {}
     new_tensors: dict[str, tuple[tuple[int, ...], str]] = {}
-    ordered: list[Layer] = []
-    for _, match in sorted(matches, key=lambda pm: pm[0]):
+    keyed: list[tuple[int, int, Layer]] = []
+    for position, match in matches:
         aliases.update(match.aliases)
         new_tensors.update(match.new_tensors)
-        ordered.extend(match.layers)
+        for sub, layer in enumerate(match.layers):
+            # a layer sits where the ONNX node making its output sits (a match may span the graph)
+            producer = view.producer.get(layer.outputs[0])
+            keyed.append((view.order[producer.name] if producer is not None and len(match.layers) > 1
+                          else position, sub, layer))
+    ordered = [layer for _, _, layer in sorted(keyed, key=lambda k: (k[0], k[1]))]
 
     def resolve(name: str) -> str:
         seen = set()

@@ -100,8 +100,6 @@ def fix_dims(model: onnx.ModelProto, seq_len: int | None, context: int | None) -
 
 def make_static(model: onnx.ModelProto, seq_len: int | None = None, context: int | None = None) -> onnx.ModelProto:
     """Fix dims, infer shapes and fold constants; returns a new, fully static model."""
-    import onnxscript.optimizer
-
     opset = opset_of(model)
     if opset < MIN_OPSET:
         raise UserError(f"the model uses opset {opset}; fpgaformer reads opsets {MIN_OPSET}-{MAX_OPSET}. "
@@ -117,12 +115,32 @@ def make_static(model: onnx.ModelProto, seq_len: int | None = None, context: int
                         f"{str(e)[:300]}). Check --seq-len/--context against the model's limits (e.g. its "
                         "maximum positions), and that onnxruntime supports every op in it.") from None
     fold_shape_nodes(model, measured)
-    model = onnxscript.optimizer.optimize(model, num_iterations=4, input_size_limit=FOLD_LIMIT,
-                                          output_size_limit=FOLD_LIMIT)
+    model = fold_constants(model)
     fold_remaining_constants(model)
     model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
     complete_value_info(model, measured)
     return model
+
+
+def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxscript's constant folding and dead-node removal (not its rewrite rules, which cost seconds)."""
+    import logging
+
+    import onnx_ir as ir
+    import onnx_ir.passes.common as common
+    import onnxscript.optimizer
+
+    logging.getLogger("onnxscript").setLevel(logging.ERROR)
+    ir_model = ir.serde.deserialize_model(model)
+    common.InlinePass()(ir_model)
+    for _ in range(3):
+        result = onnxscript.optimizer.fold_constants(ir_model, input_size_limit=FOLD_LIMIT,
+                                                     output_size_limit=FOLD_LIMIT)
+        common.RemoveUnusedNodesPass()(ir_model)
+        if not result.modified:
+            break
+    common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(ir_model)
+    return ir.serde.serialize_model(ir_model)
 
 
 def fold_remaining_constants(model: onnx.ModelProto) -> None:

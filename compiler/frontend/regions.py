@@ -67,6 +67,26 @@ def evaluate(view: OnnxView, nodes: list[onnx.NodeProto], feeds: dict[str, np.nd
     return np.asarray(ReferenceEvaluator(model).run(None, feeds)[0])
 
 
+POINTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Reciprocal", "Erf", "Tanh", "Sigmoid", "Neg", "Cast",
+             "Exp", "Abs", "ReduceMean", "Identity", "Relu", "Softplus"}
+
+
+def probe_shape(view: OnnxView, nodes: list[onnx.NodeProto], x: str) -> tuple[int, ...]:
+    """A small shape to probe a region with: only a few rows when the region works row by row.
+
+    Valid when every node is elementwise (or reduces the last axis) and every constant varies at most
+    along the last axis, so rows are independent; otherwise the full shape of ``x``.
+    """
+    shape = view.shape[x]
+    if len(shape) < 2 or any(n.op_type not in POINTWISE for n in nodes):
+        return shape
+    for node in nodes:
+        for i in node.input:
+            if view.is_const(i) and int(np.prod(view.const[i].shape[:-1])) > 1:
+                return shape
+    return (1,) * (len(shape) - 2) + (min(4, shape[-2]), shape[-1])
+
+
 def sample_input(shape: tuple[int, ...], scale: float = 2.0, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return (rng.standard_normal(shape) * scale).astype(np.float32)

@@ -24,7 +24,8 @@ import onnx
 from ....host import reference as ref
 from ....host.graph import Layer
 from ..engine import Match, rule
-from ..regions import agrees, descendants_in_order, evaluate, forward_region, is_closed, sample_input
+from ..regions import (agrees, descendants_in_order, evaluate, forward_region, is_closed, probe_shape,
+                       sample_input)
 from ..view import OnnxView
 
 
@@ -68,7 +69,7 @@ def _layer_for(name_node: onnx.NodeProto, y: str, op: str, x: str, attrs=None, p
 @rule("gelu", seeds={"Erf", "Tanh"})
 def gelu(seed: onnx.NodeProto, view: OnnxView) -> Match | None:
     for x, y, nodes in _region_candidates(view, seed, _ancestors(view, seed.input[0])):
-        sample = sample_input(view.shape[x], 3.0)
+        sample = sample_input(probe_shape(view, nodes, x), 3.0)
         got = evaluate(view, nodes, {x: sample}, y)
         for approximate in ("none", "tanh"):
             if agrees(got, ref.gelu(sample.astype(np.float64), approximate)):
@@ -119,7 +120,7 @@ def _norm_candidates(seed: onnx.NodeProto, view: OnnxView, kinds: tuple[str, ...
         eps_list, gamma, beta = _norm_constants(view, nodes, width)
         if not eps_list:
             continue
-        sample = sample_input(view.shape[x], 1.5) + 0.3
+        sample = sample_input(probe_shape(view, nodes, x), 1.5) + 0.3
         got = evaluate(view, nodes, {x: sample}, y)
         xd = sample.astype(np.float64)
         for kind in kinds:
