@@ -7,8 +7,13 @@ A block is built around its attention softmax s_k:
   * a projection is the nearest Linear found walking back through layout layers (Reshape, Transpose, Slice,
     Expand, RoPE, Mul by a constant);
   * the block starts at its first projection, or at the norm just before it when that norm feeds nothing
-    but the block (pre-norm); it ends where the next block starts; after the last block, it ends at the last
-    residual Add (and the norm right after it for post-norm models, whose every residual Add feeds a norm).
+    but projections (pre-norm; in a parallel block -- GPT-J, Phi, GPT-NeoX -- one norm may feed the attention
+    projections and the MLP's up projection alike); it ends where the next block starts; after the last
+    block, it ends at the last residual Add (and the norm right after it for post-norm models, whose every
+    residual Add feeds a norm).
+  * o_proj is the Linear the attention context reaches through layout layers; ffn_down the Linear the
+    activation (or the gated product) reaches the same way. Both are found by following tensors, not by
+    graph order, so a parallel block whose MLP the exporter wrote before its attention gets the same roles.
 
 Roles: q_proj k_proj v_proj qkv_proj o_proj attn_scores attn_softmax attn_context attn_mask rope ffn_up
 ffn_gate ffn_act ffn_mul ffn_down norm1 norm2 residual layout scale; outside blocks: embed, final_norm,
@@ -59,6 +64,21 @@ def _skip_layout(tensor: str, producer: dict[str, Layer]) -> Layer | None:
     return layer
 
 
+def _forward_linear(tensor: str, users: dict[str, list[Layer]]) -> Layer | None:
+    """The Linear that ``tensor`` reaches through a chain of single-use layout layers."""
+    for _ in range(8):
+        following = users.get(tensor, [])
+        if len(following) != 1:
+            return None
+        layer = following[0]
+        if layer.op == "Linear":
+            return layer
+        if layer.op not in LAYOUT:
+            return None
+        tensor = layer.output
+    return None
+
+
 def _is_residual(layer: Layer, graph: Graph, producer: dict[str, Layer]) -> bool:
     if layer.op != "Add" or len(layer.inputs) != 2 or "const" in layer.params:
         return False
@@ -92,7 +112,7 @@ def annotate_blocks(graph: Graph) -> Graph:
         first = min(position[n] for n in projections)
         norm = _skip_layout(graph.layer(min(projections, key=position.get)).inputs[0], producer)
         if norm is not None and norm.op in NORMS and all(
-                u.name in projections or u.op in LAYOUT for u in users.get(norm.output, [])):
+                u.name in projections or u.op in LAYOUT or u.op == "Linear" for u in users.get(norm.output, [])):
             return position[norm.name]
         return first
 
@@ -126,24 +146,30 @@ def _assign_roles(graph, layers, core, producer, users) -> None:
         q.role, k.role, v.role = "q_proj", "k_proj", "v_proj"
     names = [l.name for l in layers]
     after_context = names.index(context.name) if context.name in names else 0
-    linears = [l for l in layers[after_context:] if l.op == "Linear"]
-    if linears:
-        linears[0].role = "o_proj"
-    acts = [l for l in layers[after_context:] if l.op in ("GELU", "SiLU")]
+    in_block = set(names)
+    o_proj = _forward_linear(context.output, users)
+    if o_proj is None or o_proj.name not in in_block:
+        o_proj = next((l for l in layers[after_context:] if l.op == "Linear"), None)
+    if o_proj is not None:
+        o_proj.role = "o_proj"
+    acts = [l for l in layers if l.op in ("GELU", "SiLU")]
     for act in acts:
         act.role = "ffn_act"
-        src = _skip_layout(act.inputs[0], producer)
+        src = _projection(graph, act.inputs[0], producer)
+        gate = next((u for u in users.get(act.output, []) if u.op == "Mul" and "const" not in u.params), None)
         if src is not None and src.op == "Linear":
-            gated = any(u.op == "Mul" and "const" not in u.params for u in users.get(act.output, []))
-            src.role = "ffn_gate" if gated else "ffn_up"
-        for u in users.get(act.output, []):
-            if u.op == "Mul" and "const" not in u.params:
-                u.role = "ffn_mul"
-                other = next(i for i in u.inputs if i != act.output)
-                if other in producer and producer[other].op == "Linear":
-                    producer[other].role = "ffn_up"
-    for l in linears[1:]:
-        if l.role is None:
+            src.role = "ffn_gate" if gate is not None else "ffn_up"
+        if gate is not None:
+            gate.role = "ffn_mul"
+            other = next(i for i in gate.inputs if i != act.output)
+            up = _projection(graph, other, producer)
+            if up is not None and up.role is None:
+                up.role = "ffn_up"
+        down = _forward_linear((gate or act).output, users)
+        if down is not None and down.name in in_block and down.role is None:
+            down.role = "ffn_down"
+    for l in layers[after_context:]:
+        if l.op == "Linear" and l.role is None:
             l.role = "ffn_down"
     norms = [l for l in layers if l.op in {"LayerNorm", "RMSNorm"}]
     for i, n in enumerate(norms[:2]):
