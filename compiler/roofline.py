@@ -112,9 +112,12 @@ def plot(path: str, design: DesignEstimate, bnds: Bounds, title: str = "") -> st
     peak, bw = bnds.peak_macs_per_s, bnds.bandwidth_gbs * 1e9
     eff_bw = design.bandwidth_gbs * 1e9
     ridge = peak / bw
-    intensity = bnds.macs_per_item / bnds.bytes_per_item if bnds.bytes_per_item > 0 else math.inf
+    # the design's point sits at its actual traffic (row-chunk re-reads included)
+    traffic = design.offchip_bytes
+    intensity = bnds.macs_per_item / traffic if traffic > 0 else math.inf
     x_hi = max(ridge * 100, intensity * 4 if math.isfinite(intensity) else 0)
-    xs = [10 ** (i / 50) for i in range(int(-2 * 50), int(math.log10(x_hi) * 50) + 1)]
+    x_lo = min(ridge / 100, intensity / 4 if math.isfinite(intensity) else math.inf)
+    xs = [10 ** (i / 50) for i in range(int(math.floor(math.log10(x_lo) * 50)), int(math.log10(x_hi) * 50) + 1)]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.loglog(xs, [min(peak, bw * x) for x in xs], "k-", label=f"roof: {peak / 1e9:,.0f} GMAC/s, "
               f"{bnds.bandwidth_gbs:,.1f} GB/s")

@@ -12,8 +12,8 @@ weights are (in, out); ``layer.block`` / ``layer.role`` are set; ``graph.meta`` 
 n_layers, d_model, n_heads, n_kv_heads, head_dim, d_ffn, vocab. The 1/sqrt(head_dim) score scale is folded
 into the query projection (as the fusion passes do), so ``reference.run`` computes true attention.
 
-``params``: ``"random"`` (normal(0, 0.02) weights, unit norms; executable), ``"zeros"`` (allocated zeros) or
-``"shape_only"`` (read-only ``np.broadcast_to`` views of a float32 zero: correct shapes, no memory; for the
+``params``: ``"random"`` (normal(0, init_scale) weights and biases, norm gains 1 + noise; executable), ``"zeros"``
+(weights and biases 0, gains 1) or ``"shape_only"`` (read-only ``np.broadcast_to`` views: correct shapes, no memory; for the
 estimator only — GPT-2 small as float32 would be 500 MB).
 """
 
@@ -29,22 +29,21 @@ PARAM_MODES = ("random", "zeros", "shape_only")
 
 
 class _Builder:
-    def __init__(self, params: str, seed: int):
+    def __init__(self, params: str, seed: int, init_scale: float = 0.02):
         if params not in PARAM_MODES:
             raise ValueError(f"params must be one of {PARAM_MODES}, got {params!r}")
-        self.mode, self.rng = params, np.random.default_rng(seed)
+        self.mode, self.rng, self.init_scale = params, np.random.default_rng(seed), init_scale
         self.layers: list[Layer] = []
         self.tensors: dict[str, Tensor] = {}
 
-    def param(self, shape, scale: float = 0.02, fill: float | None = None) -> np.ndarray:
+    def param(self, shape, mean: float = 0.0) -> np.ndarray:
+        """``mean`` + normal noise ("random"), ``mean`` everywhere ("zeros"), or a zero-copy view."""
         shape = tuple(int(s) for s in shape)
         if self.mode == "shape_only":
-            return np.broadcast_to(np.float32(0), shape)
-        if self.mode == "zeros" or (fill is not None and fill == 0.0):
-            return np.zeros(shape, np.float32)
-        if fill is not None:
-            return np.full(shape, fill, np.float32)
-        return (self.rng.standard_normal(shape) * scale).astype(np.float32)
+            return np.broadcast_to(np.float32(mean), shape)
+        if self.mode == "zeros":
+            return np.full(shape, mean, np.float32)
+        return (mean + self.rng.standard_normal(shape) * self.init_scale).astype(np.float32)
 
     def tensor(self, name: str, shape, dtype: str = "float32") -> str:
         self.tensors[name] = Tensor(name, tuple(int(s) for s in shape), dtype)
@@ -60,17 +59,17 @@ class _Builder:
     # ------------------------------------------------------------------------------------- building blocks
     def linear(self, name, x, d_in, d_out, rows, *, block, role, bias=True, scale=1.0, weight=None, out=None):
         params = {"weight": self.param((d_in, d_out)) if weight is None else weight}
-        if scale != 1.0 and self.mode == "random":
-            params["weight"] = params["weight"] * np.float32(scale)
         if bias:
-            params["bias"] = self.param((d_out,), fill=0.0)
+            params["bias"] = self.param((d_out,))
+        if scale != 1.0 and self.mode != "shape_only":  # a folded scale multiplies weight and bias
+            params = {k: v * np.float32(scale) for k, v in params.items()}
         return self.add(name, "Linear", [x], (1, rows, d_out), params=params, block=block, role=role, out=out)
 
     def norm(self, name, x, d, rows, *, kind, block, role, eps=1e-5):
         if kind == "LayerNorm":
-            params = {"gamma": self.param((d,), fill=1.0), "beta": self.param((d,), fill=0.0)}
+            params = {"gamma": self.param((d,), mean=1.0), "beta": self.param((d,))}
         else:
-            params = {"gamma": self.param((d,), fill=1.0)}
+            params = {"gamma": self.param((d,), mean=1.0)}
         return self.add(name, kind, [x], (1, rows, d), attrs={"eps": eps}, params=params, block=block, role=role)
 
     def heads(self, name, x, rows, n, hd, *, block, transpose_k=False):
@@ -104,13 +103,14 @@ class _Builder:
 
 
 def encoder(n_layers: int = 6, d_model: int = 384, n_heads: int = 12, d_ffn: int = 1536, vocab: int = 30522,
-            seq_len: int = 128, *, max_positions: int = 512, params: str = "random", seed: int = 0) -> Graph:
+            seq_len: int = 128, *, max_positions: int = 512, params: str = "random", seed: int = 0,
+            init_scale: float = 0.02) -> Graph:
     """BERT/MiniLM-shaped encoder (post-norm). Inputs ``input_ids`` (1, S) int64, ``attention_mask`` (1, S)
     int64; output ``last_hidden_state`` (1, S, D). MiniLM-L6: the defaults."""
     if d_model % n_heads:
         raise ValueError("d_model must be a multiple of n_heads")
     S, D, H, hd = seq_len, d_model, n_heads, d_model // n_heads
-    b = _Builder(params, seed)
+    b = _Builder(params, seed, init_scale)
     ids = b.tensor("input_ids", (1, S), "int64")
     am = b.tensor("attention_mask", (1, S), "int64")
     tok = b.add("embed_tokens", "Embedding", [ids], (1, S, D), params={"table": b.param((vocab, D))},
@@ -146,7 +146,7 @@ def encoder(n_layers: int = 6, d_model: int = 384, n_heads: int = 12, d_ffn: int
 
 def decoder(n_layers: int = 12, d_model: int = 768, n_heads: int = 12, d_ffn: int = 3072, vocab: int = 50257,
             seq_len: int = 128, *, context: int | None = None, arch: str = "gpt2", n_kv_heads: int | None = None,
-            max_positions: int = 1024, params: str = "random", seed: int = 0) -> Graph:
+            max_positions: int = 1024, params: str = "random", seed: int = 0, init_scale: float = 0.02) -> Graph:
     """GPT-2- or LLaMA-shaped decoder over ``seq_len`` tokens (a prefill graph, causal). Input ``input_ids``
     (1, S) int64; output ``logits`` (1, S, vocab). ``context`` (the KV length the design must hold, default
     ``seq_len``) goes to ``meta["context"]``. GPT-2 small: the defaults."""
@@ -160,7 +160,7 @@ def decoder(n_layers: int = 12, d_model: int = 768, n_heads: int = 12, d_ffn: in
         raise ValueError("n_heads must be a multiple of n_kv_heads")
     llama = arch == "llama"
     norm_kind = "RMSNorm" if llama else "LayerNorm"
-    b = _Builder(params, seed)
+    b = _Builder(params, seed, init_scale)
     ids = b.tensor("input_ids", (1, S), "int64")
     table = b.param((vocab, D))
     x = b.add("embed_tokens", "Embedding", [ids], (1, S, D), params={"table": table}, role="embed")
@@ -198,8 +198,9 @@ def decoder(n_layers: int = 12, d_model: int = 768, n_heads: int = 12, d_ffn: in
             ctx = b.attention_core(p, qh, kt, vh, mask, S, H, hd, block=i)
         else:
             qkv = b.linear(f"{p}qkv_proj", h, D, 3 * D, S, block=i, role="qkv_proj")
-            if b.mode == "random":  # fold the score scale into the query columns
-                b.layers[-1].params["weight"][:, :D] *= np.float32(1 / math.sqrt(hd))
+            if b.mode != "shape_only":  # fold the score scale into the query columns
+                for v in b.layers[-1].params.values():
+                    v[..., :D] *= np.float32(1 / math.sqrt(hd))
             parts = [b.add(f"{p}{n}", "Slice", [qkv], (1, S, D), attrs={"axes": [2], "starts": [j * D],
                                                                           "ends": [(j + 1) * D], "steps": [1]},
                            block=i, role="layout") for j, n in enumerate("qkv")]
