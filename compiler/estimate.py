@@ -18,7 +18,8 @@ MAC stages (Linear x·W, MatMul a·b) with reuse factor RF, row = one query posi
   LUT    = n_mult · acc_bits + 400,  FF = n_mult · (acc_bits + a_bits) + 600,  acc_bits = a + w + ceil(log2 K)
   Weights on chip, strategy Resource (hls4ml): one array of width n_mult·w_bits and depth RF·weight_sets
   (BRAM18 in its best aspect ratio, or URAM 4096x72); strategy Latency: LUT ROM, n_mult·w_bits·ceil(depth/64)
-  LUTs. hls4ml's rule on valid reuse factors applies to on-chip Linear stages (``valid_reuse_factors``).
+  LUTs; the input row is a partitioned register array (hls4ml io_parallel: FF += 2·K·a_bits). hls4ml's rule
+  on valid reuse factors applies to on-chip Linear stages (``valid_reuse_factors``).
   Weights streamed (fpgaformer's own kernel): tiles of n_mult weights in ping-pong registers
   (FF += 2·n_mult·w_bits), one tile applied to a chunk of C rows before the next arrives, so the layer's
   weights are read ceil(rows/C) times per item: bytes = K·N·w_bits/8 · ceil(rows/C); one AXI read master
@@ -30,11 +31,18 @@ MAC stages (Linear x·W, MatMul a·b) with reuse factor RF, row = one query posi
   chip (weight_sets copies) or streamed from DDR/HBM (bytes = kv_elements · a_bits/8 per token).
 Row stages (norms, softmax, activations, elementwise) with P lanes over lines of length L:
   II_line = ceil(L/P);  interval = lines·II_line;  latency = (lines-1)·II_line + passes·II_line + depth_op
-  DSP = dsp_per_lane·P (LayerNorm/RMSNorm 3, Softmax 1, Mul 1, RoPE 2, others 0); lookup tables of
+  DSP = dsp_per_lane·P (LayerNorm/RMSNorm 3, Softmax 1, Mul 1, RoPE 2, others 0; LUT per lane in ROW_OPS,
+  FF per lane 2·a_bits + 16, + 400 LUT / 600 FF per stage); lookup tables of
   1,024 x 18 bit (1/sqrt for norms; exp per 2 lanes + 1 reciprocal for softmax; one per 2 lanes for GELU/SiLU)
   in BRAM18; multi-pass ops keep a ping-pong line buffer. A residual Add whose other input crosses an
   attention barrier buffers its skip input whole (ping-pong); otherwise a FIFO of min(rows, 2·C + 8) rows.
-Arrays of <= 4 kbit or depth <= 64 go to LUTRAM (width·ceil(depth/64) LUTs), depth <= 2 to registers.
+Arrays of <= 4 kbit or depth <= 64 go to LUTRAM (width·ceil(depth/64) LUTs), depth <= 2 to registers, the
+rest to BRAM18 in the best aspect ratio (512x36 ... 16Kx1) or URAM (4096x72), packing p words per physical
+word (width p·w, depth d/p) when that takes fewer blocks. URAM is used when BRAM would exceed the budget:
+arrays with the most BRAM saved per URAM move first, whole or as a share of their columns.
+Decoders: a decode step runs the layers one after another, so every MAC stage (Linear and the KV-cache
+MatMuls) time-shares one matrix-vector engine ("gemv"): its multipliers, adder trees, tile registers and AXI
+read master are counted once, at the size of its largest user (booked to that stage in per-layer tables).
 Design overhead (DMA, control, interconnect): 6,000 LUT, 9,000 FF, 8 BRAM18.
 
 Design time per item (f = clock, BW = bandwidth_efficiency · min(BW_peak, AXI port cap at f)):
@@ -55,7 +63,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from ..host.graph import Graph, Layer
-from .boards import BRAM36_BITS, Board
+from .boards import Board
 from .errors import UserError
 from .precision import DEFAULT_PRESET, preset_bits
 
@@ -756,6 +764,3 @@ def has_settings(graph: Graph) -> bool:
     compute = [l for l in graph.layers if l.op == "Linear" or l.op == "MatMul"]
     return bool(compute) and all("reuse_factor" in l.hw for l in compute)
 
-
-def bram36_of_bits(bits: float) -> float:
-    return bits / BRAM36_BITS

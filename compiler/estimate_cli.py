@@ -94,7 +94,7 @@ def run(args) -> int:
     board = load_board(args.board)
     graph, manifest = load_model(args.model, args.seq_len, args.context)
     stored = graph.meta.get("hardware", {}) if isinstance(graph.meta.get("hardware"), dict) else {}
-    precision = args.precision or stored.get("precision") or DEFAULT_PRESET
+    precision = args.precision or stored.get("precision") or graph.meta.get("precision") or DEFAULT_PRESET
     modes = MODES if args.mode == "auto" else (args.mode,)
     fit = choose_hardware(graph.copy(), board, precision, args.budget, args.clock, modes)
     design, source = fit.design, "fit"
@@ -210,7 +210,7 @@ def print_report(r: dict) -> None:
 
     con = Console()
     if not con.is_terminal:
-        con = Console(width=170)  # pipes and logs: keep the wide tables whole
+        con = Console(width=200)  # pipes and logs: keep the wide tables whole
     b = r["board"]
     unit = "tokens/s" if r["kind"] == "decoder" else "sequences/s"
     item = "token (decode step)" if r["kind"] == "decoder" else "sequence"
@@ -220,12 +220,14 @@ def print_report(r: dict) -> None:
               f"settings from {r['settings_from']}")
     if r["layers"]:
         t = Table(title=f"per layer (estimates; cycles per {item}; xN = instances x uses)")
-        for col in ("layer", "op", "xN", "RF / lanes", "strategy", "weights", "DSP", "BRAM36", "URAM", "LUT",
-                    "FF", "II", "interval", "latency", "off-chip MB"):
-            t.add_column(col, justify="left" if col in ("layer", "op", "strategy", "weights") else "right")
+        for col in ("layer", "role", "op", "xN", "RF|lanes", "strategy", "weights", "DSP", "BRAM36", "URAM",
+                    "LUT", "FF", "II", "interval", "latency", "MB off-chip"):
+            t.add_column(col, justify="left" if col in ("layer", "role", "op", "strategy", "weights") else "right",
+                         no_wrap=True)
         for l in r["layers"]:
             mac = "reuse_factor" in l
-            t.add_row(l["layer"], l["op"], f"{l['instances']}x{l['uses']}",
+            name = l["layer"] if len(l["layer"]) <= 24 else "…" + l["layer"][-23:]
+            t.add_row(name, l["role"] or "", l["op"], f"{l['instances']}x{l['uses']}",
                       str(l["reuse_factor"] if mac else l.get("lanes", "")), l.get("strategy", "") if mac else "",
                       l.get("weights", "") if mac else "", _n(l["dsp"]), _n(l["bram36"], 1), _n(l["uram"]),
                       _n(l["lut"]), _n(l["ff"]), _n(l["ii"]), _n(l["interval"]), _n(l["latency"]),

@@ -8,14 +8,18 @@ Search (all on the estimator's model, see ``estimate``):
    * ``streamed`` — one block kernel reused for every block (a kernel per block if blocks differ), weights
      (and KV cache) read from DDR/HBM; for encoders every row chunk C in S, S/2, S/4, ... >= 8 is tried
      (smaller C: smaller input buffers, more weight re-reads).
-2. For a candidate, a target T (cycles) sets every stage to its cheapest setting that meets T:
-   encoders (pipelined) — each stage's uses·interval <= T, i.e. RF = floor(T / (uses·rows)) and lanes =
-   ceil(L / floor(T / (uses·lines))); decoders (sequential) — each execution's latency <= max(T, its fetch
-   time), so streamed layers get just enough multipliers to keep up with the memory. Resources fall as T
-   grows, so a binary search finds the smallest T within budget; a second search then takes the largest T
-   whose throughput is within 1 % of that, to spend no more resources than the speed needs.
+2. For a candidate, one target sets every stage to its cheapest setting that meets it:
+   encoders (pipelined) — a cycle target T per item: each stage's uses·interval <= T, i.e.
+   RF = floor(T / (uses·rows)) and lanes = ceil(L / floor(T / (uses·lines)));
+   decoders (sequential) — the size E of the shared matrix-vector engine: RF = ceil(row_macs / E), but a
+   stage that streams its weights or KV cache takes no fewer cycles than its fetch (so the engine is never
+   larger than the memory can feed unless on-chip weights use it); row-wise stages get the fewest lanes that
+   keep their time within 5 % of the matrix products' (``ROW_SHARE``).
+   Resources grow with parallelism, so a binary search finds the most parallel target within budget; a
+   second search takes the least parallel one within 1 % of its speed, to spend no more than it needs.
 3. In the streamed mode, while the design is bandwidth-bound, stages are moved back on chip (largest off-chip
-   traffic first) as long as the design still fits and gets faster: "which weights stay on chip".
+   traffic first) as long as the design still fits and gets faster: "which weights stay on chip". An on-chip
+   layer helps a decoder only when the engine can run it faster than the memory would feed it.
 4. The fastest fitting candidate wins. If none fits, the reason lists each resource over budget for the
    least demanding setting of each mode, and the suggestions say which smaller precision, which bigger board
    or which mode would fit (each checked by running this search).

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from ..host.graph import Graph
 from .boards import Board
-from .estimate import DesignEstimate, Precision, Work, graph_works, is_decoder, resolve_clock
+from .estimate import DesignEstimate, Precision, Work, graph_works, resolve_clock
 
 
 @dataclass

@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fpgaformer.compiler import estimate_cli, synthetic
@@ -104,3 +105,22 @@ def test_registered_on_the_main_cli(build, capsys):
     cli = pytest.importorskip("fpgaformer.compiler.cli")
     assert cli.main(["estimate", str(build), "--board", "zcu104", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["board"]["name"] == "zcu104"
+
+
+def test_onnx_model_goes_through_the_front_end(tmp_path, capsys):
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("fpgaformer.compiler.frontend")
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.random((16, 32), dtype=np.float32), "W"),
+               numpy_helper.from_array(rng.random(32, dtype=np.float32), "B")]
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"], name="fc/MatMul"),
+             helper.make_node("Add", ["h", "B"], ["y"], name="fc/Add")]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "seq", 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "seq", 32])], weights)
+    path = tmp_path / "tiny.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    assert estimate_cli.main([str(path), "--board", "kv260", "--seq-len", "8", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    # one Linear 16 -> 32 over 8 rows: 4,096 MACs per sequence
+    assert r["bounds"]["macs_per_item"] == 8 * 16 * 32 and r["seq_len"] == 8
