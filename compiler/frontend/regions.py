@@ -113,3 +113,38 @@ def descendants_in_order(view: OnnxView, start: str, limit: int = MAX_REGION) ->
                 frontier.extend(o for o in user.output if o)
     found.sort(key=lambda n: view.order[n.name])
     return [o for n in found[:limit] for o in n.output if o]
+
+
+def evaluate_ort(view: OnnxView, nodes: list[onnx.NodeProto], feeds: dict[str, np.ndarray],
+                 y: str) -> np.ndarray:
+    """Run ``nodes`` with onnxruntime: for onnxruntime's contrib ops (com.microsoft), which onnx.reference lacks."""
+    import onnxruntime as ort
+
+    used = {i for n in nodes for i in n.input if i}
+    inits = [onnx.numpy_helper.from_array(view.const[c], c) for c in used if view.is_const(c) and c not in feeds]
+    inputs = [onnx.helper.make_tensor_value_info(k, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+              for k, v in feeds.items()]
+    elem = onnx.helper.np_dtype_to_tensor_dtype(view.dtype.get(y, np.dtype(np.float32)))
+    outputs = [onnx.helper.make_tensor_value_info(y, elem, None)]  # onnxruntime wants the type
+    graph = onnx.helper.make_graph(nodes, "region", inputs, outputs, initializer=inits)
+    opsets = list(view.model.opset_import)
+    if not any(o.domain == "com.microsoft" for o in opsets):
+        opsets.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    model = onnx.helper.make_model(graph, opset_imports=opsets)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return np.asarray(session.run([y], feeds)[0])
+
+
+def run_layers(layers, feeds: dict[str, np.ndarray], y: str) -> np.ndarray:
+    """The float definition (host.reference) of a candidate lowering, on the given inputs, in float64."""
+    from ...host.reference import run_layer
+
+    env = {k: (v.astype(np.float64) if v.dtype.kind == "f" else v) for k, v in feeds.items()}
+    for layer in layers:
+        out = run_layer(layer, env)
+        for name, value in zip(layer.outputs, out if isinstance(out, list) else [out]):
+            env[name] = value
+    return env[y]

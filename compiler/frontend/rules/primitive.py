@@ -6,7 +6,8 @@
 * Softmax on the last axis -> Softmax.
 * Reshape / Unsqueeze / Squeeze / Flatten -> Reshape (target = the static output shape);
   Transpose, Expand, Slice, Concat -> the IR op of the same name.
-* Dropout, Identity and float->float Cast produce the value they read: aliases.
+* Dropout, Identity and float->float Cast produce the value they read: aliases; so does an integer Cast
+  (int64 -> int32) of a graph input such as token ids or a 0/1 mask.
 * Where(IsNaN(p), 0, p) after a Softmax (torch's SDPA guard for fully masked rows) is the identity for every
   row with at least one unmasked key: alias.
 """
@@ -127,10 +128,21 @@ def split(node: onnx.NodeProto, view: OnnxView) -> Match | None:
     return Match([node], layers)
 
 
+def _float_cast(view: OnnxView, src: str, out: str) -> bool:
+    return view.dtype.get(src, np.dtype("i8")).kind == "f" == view.dtype[out].kind
+
+
+def _id_cast(view: OnnxView, src: str, out: str) -> bool:
+    """int64 -> int32 (or wider) of a graph input (token ids, a 0/1 mask), as onnxruntime's fused ops want:
+    every value such an input takes survives the cast."""
+    kinds = (view.dtype.get(src, np.dtype("f4")), view.dtype.get(out, np.dtype("f4")))
+    return src in view.inputs and all(k.kind in "iu" for k in kinds) and kinds[1].itemsize >= 4
+
+
 @rule("passthrough", seeds={"Dropout", "Identity", "Cast"})
 def passthrough(node: onnx.NodeProto, view: OnnxView) -> Match | None:
     src, out = node.input[0], node.output[0]
-    if node.op_type == "Cast" and not (view.dtype.get(src, np.dtype("i8")).kind == "f" == view.dtype[out].kind):
+    if node.op_type == "Cast" and not (_float_cast(view, src, out) or _id_cast(view, src, out)):
         return None
     extra = [o for o in node.output[1:] if o and view.users(o)]
     if extra:
