@@ -24,23 +24,33 @@ class TensorDiff:
     ref_max_abs: float
 
 
-def onnxruntime_tensors(model: onnx.ModelProto, names: list[str], feeds: dict[str, np.ndarray]) -> dict:
-    import onnxruntime as ort
+class OrtProbe:
+    """An onnxruntime session of ``model`` with the named tensors exposed as outputs (built once)."""
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    existing = {o.name for o in probe.graph.output}
-    produced = {o for n in probe.graph.node for o in n.output}
-    wanted = [n for n in names if n in produced or n in existing]
-    for name in wanted:
-        if name not in existing:
-            probe.graph.output.append(onnx.ValueInfoProto(name=name))
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    input_names = {i.name for i in session.get_inputs()}
-    values = session.run(wanted, {k: v for k, v in feeds.items() if k in input_names})
-    return dict(zip(wanted, values))
+    def __init__(self, model: onnx.ModelProto, names: list[str]):
+        import onnxruntime as ort
+
+        probe = onnx.ModelProto()
+        probe.CopyFrom(model)
+        existing = {o.name for o in probe.graph.output}
+        produced = {o for n in probe.graph.node for o in n.output}
+        self.names = [n for n in dict.fromkeys(names) if n in produced or n in existing]
+        for name in self.names:
+            if name not in existing:
+                probe.graph.output.append(onnx.ValueInfoProto(name=name))
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(probe.SerializeToString(), options,
+                                            providers=["CPUExecutionProvider"])
+        self.inputs = {i.name for i in self.session.get_inputs()}
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = self.session.run(self.names, {k: v for k, v in feeds.items() if k in self.inputs})
+        return dict(zip(self.names, values))
+
+
+def onnxruntime_tensors(model: onnx.ModelProto, names: list[str], feeds: dict[str, np.ndarray]) -> dict:
+    return OrtProbe(model, names).run(feeds)
 
 
 def compare(graph: Graph, model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[TensorDiff]:

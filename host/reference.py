@@ -89,7 +89,9 @@ def run_layer(layer: Layer, env: dict[str, np.ndarray]) -> np.ndarray | list[np.
         return x / np.sqrt((x * x).mean(-1, keepdims=True) + a["eps"]) * p["gamma"]
     if op == "Softmax":
         if len(layer.inputs) > 1 and layer.inputs[1]:
-            x = x + env[layer.inputs[1]]
+            mask = env[layer.inputs[1]]
+            # keep flags (quantized graphs) or an additive mask (imported graphs)
+            x = np.where(mask, x, -np.inf) if mask.dtype == bool else x + mask
         return softmax(x, -1)
     if op == "GELU":
         return gelu(x, a.get("approximate", "none"))
@@ -115,7 +117,8 @@ def run_layer(layer: Layer, env: dict[str, np.ndarray]) -> np.ndarray | list[np.
     if op == "Concat":
         return np.concatenate([env[n] for n in layer.inputs], axis=a["axis"])
     if op == "PaddingMask":
-        return padding_mask(x, a.get("causal", False), a["neg"], a["q_len"], a.get("shape"))
+        additive = padding_mask(x, a.get("causal", False), a["neg"], a["q_len"], a.get("shape"))
+        return additive == 0 if a.get("keep_flags") else additive
     if op == "Constant":
         return p["value"]
     raise NotImplementedError(f"float executor has no op {op!r} (layer {layer.name!r})")

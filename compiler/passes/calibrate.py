@@ -1,0 +1,97 @@
+"""Calibration: the range of every tensor on sample inputs.
+
+onnxruntime runs the static ONNX model on each sample with every tensor the IR shares with it exposed as an
+output; tensors the IR made itself (fused intermediates) come from the IR float executor, which equals
+onnxruntime to 1e-4 (the front-end check). Recorded per tensor: max |x| over all samples (masked softmax
+inputs only over kept keys).
+
+Samples are an .npz keyed by the model's input names, each (N, ...) with N samples; without one, a documented
+synthetic set is used: token ids uniform in [0, min(vocab, 30000)), attention masks of random lengths
+(at least a quarter of the sequence kept, right padding), floats standard normal.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ...host import reference
+from ...host.graph import Graph
+from ..errors import UserError
+
+SYNTHETIC_SAMPLES = 16
+
+
+def synthetic_samples(graph: Graph, n: int = SYNTHETIC_SAMPLES, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    vocab = int(graph.meta.get("vocab") or 1000)
+    out = {}
+    for name in graph.inputs:
+        t = graph.tensors[name]
+        shape = (n, *t.shape)
+        if "mask" in name.lower():
+            length = t.shape[-1]
+            keep = rng.integers(max(1, length // 4), length + 1, size=n)
+            mask = (np.arange(length)[None, :] < keep[:, None]).astype(np.int64)
+            out[name] = mask.reshape(shape)
+        elif t.dtype == "int64":
+            out[name] = rng.integers(0, min(vocab, 30000), size=shape)
+        else:
+            out[name] = rng.standard_normal(shape).astype(np.float32)
+    return out
+
+
+def load_samples(path: str | Path, graph: Graph) -> dict[str, np.ndarray]:
+    """Read calibration/input samples from .npz and check names and shapes against the graph."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except Exception as e:
+        raise UserError(f"cannot read samples from {path} ({type(e).__name__}: {e}); give an .npz file with one "
+                        f"array per model input: {', '.join(graph.inputs)}.") from None
+    missing = [n for n in graph.inputs if n not in data]
+    unknown = [n for n in data if n not in graph.inputs]
+    if missing or unknown:
+        raise UserError(f"{path}: arrays {sorted(data)} do not match the model inputs {graph.inputs} "
+                        f"(missing: {missing or 'none'}; unknown: {unknown or 'none'}). Name each array after "
+                        "a model input.")
+    count = None
+    for name in graph.inputs:
+        want = graph.tensors[name].shape
+        got = data[name].shape
+        if got == want:
+            data[name] = data[name][None]
+            got = data[name].shape
+        if got[1:] != want:
+            raise UserError(f"{path}: array {name!r} has shape {got}; the model expects (N, "
+                            f"{', '.join(map(str, want))}) for N samples (compiled with this sequence length).")
+        count = got[0] if count is None else count
+        if got[0] != count:
+            raise UserError(f"{path}: arrays hold different numbers of samples ({count} vs {got[0]} in {name!r}).")
+    return data
+
+
+def calibrate(graph: Graph, samples: dict[str, np.ndarray], model=None) -> dict[str, float]:
+    """max |x| per float tensor over the samples (onnxruntime where the tensor exists in ``model``)."""
+    from ..compare import OrtProbe
+
+    names = [o for l in graph.layers for o in l.outputs if graph.tensors[o].dtype == "float32"]
+    ranges = {n: 0.0 for n in names + [i for i in graph.inputs if graph.tensors[i].dtype == "float32"]}
+    softmax_masks = {l.inputs[0]: l.inputs[1] for l in graph.layers if l.op == "Softmax" and len(l.inputs) > 1}
+    count = next(iter(samples.values())).shape[0]
+    probe = OrtProbe(model, names) if model is not None else None
+    for i in range(count):
+        feeds = {k: v[i] for k, v in samples.items()}
+        values = reference.run(graph, feeds)
+        if probe is not None:
+            values.update(probe.run(feeds))
+        for name in ranges:
+            v = np.asarray(values[name], dtype=np.float64)
+            if name in softmax_masks:
+                keep = values[softmax_masks[name]]
+                keep = keep if keep.dtype == bool else keep == 0
+                v = np.where(np.broadcast_to(keep, v.shape), v, 0.0)
+            ranges[name] = max(ranges[name], float(np.max(np.abs(v[np.isfinite(v)]), initial=0.0)))
+    return ranges

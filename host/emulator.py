@@ -1,0 +1,293 @@
+"""Bit-accurate emulator of fpgaformer's hardware kernels (numpy, vectorised, integer codes).
+
+It executes a *quantized* layer graph: every tensor carries a `FixedType` (``Tensor.fixed``) and every layer
+its kernel settings (``Layer.attrs["quant"]``). Values are int64 codes (value = code * 2**-frac). The math of
+each kernel below is the specification its HLS twin in ``overlays/hls/`` implements, operation for operation.
+
+Notation: ``F(t)`` = fractional bits of type t; ``cast(v, F, t)`` = ap_fixed assignment of an exact value held
+as integer v at F fractional bits into t (rounding and overflow modes of t), counted when it overflows.
+
+* Linear        acc_j = (sum_k x_k w_kj) << (S - s_j)  (+ b_j aligned)   exact at F(x)+F(w)+S, where column j
+                of W is quantized with s_j extra fractional bits and S = max s_j; y = cast(acc, F(x)+F(w)+S, t_y).
+                hls4ml's dense kernel is this when its accumulator keeps every product bit (frac(acc) >=
+                F(x)+F(w), enough integer bits): casts of products into the accumulator are then exact, so the
+                whole layer is one integer matrix product (done in float64 BLAS when |acc| < 2**53, else int64).
+* MatMul        same, activation x activation (QK^T, P.V).
+* Add, Mul      exact sum (aligned to the larger F) or product, then cast to t_y.
+* Softmax       over the last axis, masked keys excluded (mask: keep flags, broadcast):
+                  m = max of kept x;  d = m - x  (>= 0, at F(x));
+                  i = min(d >> (F(x) - k), N - 1)               (a step of 2**-k; left shift if k > F(x))
+                  e = EXP[i] (ufixed, E fractional bits, EXP[i] = round(exp(-i 2**-k) 2**E)), 0 when masked;
+                  s = sum e (exact integer);  r = floor(2**(E + Fy + R) / s)  (one division per row; 0 if s=0);
+                  y = (e * r) >> (E + R)   at Fy fractional bits (floor), clamped to max code of t_y.
+* GELU, SiLU    table on a narrow input type t_in: c = cast(x, t_in) (RND, SAT); y = LUT[c - min_code(t_in)],
+                LUT[j] = round(f(value of code j + min_code) 2**F(t_y)) saturated to t_y.
+* LayerNorm     over the last axis of n values:  s = sum x;  c_i = n x_i - s;  q = sum c_i^2 + eps_q
+                (eps_q = round(eps n^3 2**(2F(x))));  normalise q = m * 2**(2h) with m in [2**(T-2), 2**T);
+                RS[m] = round(sqrt(n) m^-1/2 2**P);  z_i = (c_i * RS[m]) >> (P + h - Fz)  (floor; the
+                normalised value at Fz fractional bits);  y = cast(z_i g_i + (b_i aligned), Fz+F(g), t_y).
+                The 1/sqrt table thus covers every variance: nothing is lost for var >= 1 (hls4ml's table
+                saturates there).
+  RMSNorm       the same with c_i = x_i (no mean) and sqrt(n) in RS.
+* RoPE          y = cast(x*cos + rot(x)*sin, F(x)+F(t_cs), t_y) with cos/sin tables quantized to t_cs.
+* Embedding     y = table codes (quantized to t_y) gathered by id.
+* layout ops    move codes (Reshape, Transpose, Slice, Concat, Expand); the type is unchanged.
+
+Overflows (saturations and wraps) are counted per layer in ``Emulator.overflows``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import reference
+from .fixed import FixedType, cast_count, quantize, quantize_count, to_float
+from .graph import Graph, Layer
+
+EXACT_FLOAT = 2.0 ** 53
+
+
+def ftype(d: dict | None) -> FixedType | None:
+    return None if d is None else FixedType.from_dict(d)
+
+
+def _frac_align(codes: np.ndarray, frac: int, target: int) -> np.ndarray:
+    """Exact re-expression of integer codes at ``frac`` fractional bits with ``target`` >= frac bits."""
+    return codes << np.int64(target - frac) if target > frac else codes
+
+
+def exact_cast(acc: np.ndarray, frac: int, t: FixedType) -> tuple[np.ndarray, int]:
+    """cast of the exact value acc * 2**-frac into t (acc may need up to 63 bits)."""
+    src = FixedType(64, 64 - frac, True, "TRN", "WRAP")
+    return cast_count(acc, src, t)
+
+
+def int_matmul(a: np.ndarray, b: np.ndarray, bound: float) -> np.ndarray:
+    """Exact integer a @ b: float64 BLAS when every partial sum is < 2**53 in magnitude, else int64."""
+    if bound < EXACT_FLOAT:
+        return np.rint(a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
+    return a.astype(np.int64) @ b.astype(np.int64)
+
+
+def _abs_max(codes: np.ndarray) -> int:
+    return int(np.max(np.abs(codes))) if codes.size else 0
+
+
+# -------------------------------------------------------------------------------------------- tables
+def exp_table(k: int, size: int, e_bits: int) -> np.ndarray:
+    i = np.arange(size, dtype=np.float64)
+    return np.floor(np.exp(-i * 2.0 ** -k) * 2.0 ** e_bits + 0.5).astype(np.int64)
+
+
+def rsqrt_table(t_bits: int, p_bits: int, n: int) -> np.ndarray:
+    m = np.arange(1 << (t_bits - 2), 1 << t_bits, dtype=np.float64)
+    return np.floor(math.sqrt(n) / np.sqrt(m) * 2.0 ** p_bits + 0.5).astype(np.int64)
+
+
+def unary_table(fn, t_in: FixedType, t_out: FixedType) -> np.ndarray:
+    codes = np.arange(t_in.min_code, t_in.max_code + 1, dtype=np.int64)
+    return quantize(fn(to_float(codes, t_in)), t_out)
+
+
+UNARY = {"GELU": lambda x, a: reference.gelu(x, a.get("approximate", "none")),
+         "SiLU": lambda x, a: x / (1.0 + np.exp(-x))}
+
+
+# --------------------------------------------------------------------------------------------- kernels
+def bit_length(v: np.ndarray) -> np.ndarray:
+    """Number of bits of non-negative int64 values (0 for 0), exact."""
+    v = v.astype(np.int64)
+    out = np.zeros(v.shape, np.int64)
+    for shift in (32, 16, 8, 4, 2, 1):
+        big = v >= (np.int64(1) << shift)
+        out += np.where(big, shift, 0)
+        v = np.where(big, v >> shift, v)
+    return out + (v > 0)
+
+
+def norm_kernel(x: np.ndarray, fx: int, q: dict, gamma: np.ndarray, fg: int, beta, fb: int,
+                rs: np.ndarray, center: bool) -> tuple[np.ndarray, int]:
+    """LayerNorm (center=True) / RMSNorm core: returns (exact value codes, their frac). See module doc."""
+    n = x.shape[-1]
+    c = n * x - x.sum(-1, keepdims=True) if center else x
+    shift = q["pre_shift"]  # keeps sum c^2 below 2**62; chosen by the quantizer from the input width
+    cs = c >> np.int64(shift)
+    total = (cs * cs).sum(-1, keepdims=True) + q["eps_q"]
+    t_bits, p_bits, fz = q["table_bits"], q["p_bits"], q["z_frac"]
+    length = bit_length(total)
+    h = np.maximum(0, (length - t_bits + 1) // 2)  # total = m * 4**h, m < 2**T
+    m = total >> (2 * h)
+    m = np.maximum(m, 1 << (t_bits - 2))  # tiny variances: the table's first entry (eps keeps q > 0)
+    r = rs[m - (1 << (t_bits - 2))]
+    # z = cs * r * 2**-(P + h) in units of the value of cs (whose frac is fx - shift, and sqrt(n) relative
+    # scaling cancels the shift: c / sqrt(sum c^2) is scale-free)
+    z = (cs * r) >> (p_bits + h - fz)
+    y = z * gamma  # frac fz + fg
+    frac = fz + fg
+    if beta is not None:
+        y = y + _frac_align(beta, fb, frac) if fb <= frac else y + (beta >> np.int64(fb - frac))
+    return y, frac
+
+
+def softmax_kernel(x: np.ndarray, fx: int, keep: np.ndarray | None, q: dict, fy: int, y_max: int) -> np.ndarray:
+    k, size, e_bits, r_bits = q["exp_k"], q["exp_size"], q["exp_bits"], q["recip_bits"]
+    table = exp_table(k, size, e_bits)
+    if keep is None:
+        keep = np.ones(x.shape, bool)
+    keep = np.broadcast_to(keep, x.shape)
+    lowest = np.iinfo(np.int64).min
+    m = np.max(np.where(keep, x, lowest), axis=-1, keepdims=True)
+    d = np.where(keep, m - x, 0)
+    idx = d >> np.int64(fx - k) if fx >= k else d << np.int64(k - fx)
+    e = np.where(keep, table[np.minimum(idx, size - 1)], 0)
+    s = e.sum(-1, keepdims=True)
+    r = np.where(s > 0, (np.int64(1) << np.int64(e_bits + fy + r_bits)) // np.maximum(s, 1), 0)
+    y = (e * r) >> np.int64(e_bits + r_bits)
+    return np.minimum(y, y_max)
+
+
+def rope_kernel(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, rotary_dim: int, interleaved: bool) -> np.ndarray:
+    """Exact x*cos + rot(x)*sin on codes (frac F(x)+F(cs)); pass-through part aligned to the same frac."""
+    rot, rest = x[..., :rotary_dim], x[..., rotary_dim:]
+    if interleaved:
+        rotated = np.stack([-rot[..., 1::2], rot[..., 0::2]], axis=-1).reshape(rot.shape)
+    else:
+        half = rotary_dim // 2
+        rotated = np.concatenate([-rot[..., half:], rot[..., :half]], axis=-1)
+    return rot * cos + rotated * sin, rest
+
+
+# -------------------------------------------------------------------------------------------- emulator
+@dataclass
+class Emulator:
+    """Executes a quantized graph on integer codes; ``run`` returns codes, ``run_float`` values."""
+
+    graph: Graph
+    overflows: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.types = {name: ftype(t.fixed) for name, t in self.graph.tensors.items()}
+        self._prepared: dict[str, dict] = {}
+        for layer in self.graph.layers:
+            self._prepared[layer.name] = self._prepare(layer)
+
+    # ----------------------------------------------------------------------------- constant preparation
+    def _prepare(self, layer: Layer) -> dict:
+        q = layer.attrs.get("quant", {})
+        p = {}
+        for key in ("weight", "bias", "gamma", "beta", "const", "table", "cos", "sin"):
+            tkey = f"{key}_type"
+            if key in layer.params and tkey in q:
+                p[key] = quantize(layer.params[key], ftype(q[tkey]))
+                p[f"{key}_frac"] = ftype(q[tkey]).frac
+        if layer.op == "Linear":
+            base = ftype(q["weight_type"])
+            shifts = np.asarray(q.get("weight_col_shift", 0), dtype=np.int64)
+            p["weight"] = quantize(layer.params["weight"] * np.ldexp(1.0, shifts), base)
+            p["col_align"] = (shifts.max(initial=0) - shifts) if shifts.ndim else None
+            p["frac"] = self.types[layer.inputs[0]].frac + base.frac + int(shifts.max(initial=0))
+            p["bound"] = float(layer.params["weight"].shape[0]) * \
+                2.0 ** (self.types[layer.inputs[0]].width - 1) * float(_abs_max(p["weight"]))
+            if "bias" in p:
+                p["bias_aligned"] = _align_to(p["bias"], p["bias_frac"], p["frac"])
+        elif layer.op in ("GELU", "SiLU"):
+            t_in = ftype(q["in_type"])
+            p["lut"] = unary_table(lambda v: UNARY[layer.op](v, layer.attrs), t_in, self.types[layer.output])
+            p["in_type"] = t_in
+        elif layer.op in ("LayerNorm", "RMSNorm"):
+            n = self.graph.tensors[layer.inputs[0]].shape[-1]
+            p["rs"] = rsqrt_table(q["table_bits"], q["p_bits"], n)
+        return p
+
+    # ------------------------------------------------------------------------------------------- run
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Execute on one sequence. Float inputs are quantized to the input tensor's type; ids pass as ints."""
+        env: dict[str, np.ndarray] = {}
+        for name in self.graph.inputs:
+            value = np.asarray(feeds[name])
+            t = self.types.get(name)
+            env[name] = quantize(value, t) if (t is not None and value.dtype.kind == "f") else value
+        for layer in self.graph.layers:
+            out, count = self._run_layer(layer, env)
+            env[layer.output] = out
+            if count:
+                self.overflows[layer.name] = self.overflows.get(layer.name, 0) + count
+        return env
+
+    def run_float(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        env = self.run(feeds)
+        return {k: (to_float(v, self.types[k]) if self.types.get(k) is not None and v.dtype.kind in "iu"
+                    and self.graph.tensors[k].dtype not in ("int64", "bool") else v) for k, v in env.items()}
+
+    def outputs(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        env = self.run_float(feeds)
+        return {name: env[name] for name in self.graph.outputs}
+
+    def _run_layer(self, layer: Layer, env: dict) -> tuple[np.ndarray, int]:
+        op, p, q = layer.op, self._prepared[layer.name], layer.attrs.get("quant", {})
+        t_y = self.types[layer.output]
+        x = env[layer.inputs[0]] if layer.inputs else None
+        t_x = self.types.get(layer.inputs[0]) if layer.inputs else None
+        if op == "Embedding":
+            return np.take(p["table"], x.astype(np.int64), axis=0), 0
+        if op == "PaddingMask":
+            keep = reference.padding_mask(x, layer.attrs.get("causal", False), -1.0, layer.attrs["q_len"],
+                                          layer.attrs.get("shape")) == 0
+            return keep, 0
+        if op in ("Reshape", "Transpose", "Slice", "Concat", "Expand"):
+            if op == "Concat":
+                parts = [env[n] for n in layer.inputs]
+                return np.concatenate(parts, axis=layer.attrs["axis"]), 0
+            return reference.run_layer(layer, env), 0
+        if op == "Linear":
+            acc = int_matmul(x, p["weight"], p["bound"])
+            if p["col_align"] is not None:
+                acc = acc << p["col_align"]
+            if "bias_aligned" in p:
+                acc = acc + p["bias_aligned"]
+            return exact_cast(acc, p["frac"], t_y)
+        if op == "MatMul":
+            b = env[layer.inputs[1]]
+            t_b = self.types[layer.inputs[1]]
+            if layer.attrs.get("transpose_b"):
+                b = np.swapaxes(b, -1, -2)
+            bound = float(x.shape[-1]) * _abs_max(x) * _abs_max(b)
+            return exact_cast(int_matmul(x, b, bound), t_x.frac + t_b.frac, t_y)
+        if op in ("Add", "Mul"):
+            if "const" in p:
+                b, fb = p["const"], p["const_frac"]
+            else:
+                b, fb = env[layer.inputs[1]], self.types[layer.inputs[1]].frac
+            if op == "Mul":
+                return exact_cast(x * b, t_x.frac + fb, t_y)
+            frac = max(t_x.frac, fb)
+            return exact_cast(_frac_align(x, t_x.frac, frac) + _frac_align(b, fb, frac), frac, t_y)
+        if op == "Softmax":
+            keep = env[layer.inputs[1]] if len(layer.inputs) > 1 and layer.inputs[1] else None
+            if keep is not None and keep.dtype != bool:
+                raise ValueError(f"softmax {layer.name}: the mask must be keep flags (run the quantizer)")
+            return softmax_kernel(x, t_x.frac, keep, q, t_y.frac, t_y.max_code), 0
+        if op in ("GELU", "SiLU"):
+            c, n_in = cast_count(x, t_x, p["in_type"])
+            return p["lut"][c - p["in_type"].min_code], n_in
+        if op in ("LayerNorm", "RMSNorm"):
+            y, frac = norm_kernel(x, t_x.frac, q, p["gamma"], p["gamma_frac"], p.get("beta"),
+                                  p.get("beta_frac", 0), p["rs"], op == "LayerNorm")
+            return exact_cast(y, frac, t_y)
+        if op == "RoPE":
+            rotated, rest = rope_kernel(x, p["cos"], p["sin"], layer.attrs["rotary_dim"],
+                                        layer.attrs.get("interleaved", False))
+            frac = t_x.frac + p["cos_frac"]
+            return exact_cast(np.concatenate([rotated, _frac_align(rest, t_x.frac, frac)], -1), frac, t_y)
+        if op == "Constant":
+            return p["value"] if "value" in p else layer.params["value"], 0
+        raise NotImplementedError(f"the emulator has no kernel for op {op!r} (layer {layer.name!r})")
+
+
+def _align_to(codes: np.ndarray, frac: int, target: int) -> np.ndarray:
+    if frac > target:
+        raise ValueError(f"bias with {frac} fractional bits cannot be added exactly at {target}")
+    return codes << np.int64(target - frac)
