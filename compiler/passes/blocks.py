@@ -16,7 +16,7 @@ A block is built around its attention softmax s_k:
     graph order, so a parallel block whose MLP the exporter wrote before its attention gets the same roles.
 
 Roles: q_proj k_proj v_proj qkv_proj o_proj attn_scores attn_softmax attn_context attn_mask rope ffn_up
-ffn_gate ffn_act ffn_mul ffn_down norm1 norm2 residual layout scale; outside blocks: embed, final_norm,
+ffn_gate ffn_gate_up ffn_act ffn_mul ffn_down norm1 norm2 residual layout scale; outside blocks: embed, final_norm,
 lm_head.
 """
 
@@ -163,7 +163,9 @@ def _assign_roles(graph, layers, core, producer, users) -> None:
             gate.role = "ffn_mul"
             other = next(i for i in gate.inputs if i != act.output)
             up = _projection(graph, other, producer)
-            if up is not None and up.role is None:
+            if up is not None and up is src:
+                up.role = "ffn_gate_up"  # one packed projection, sliced into gate and up (Phi-3)
+            elif up is not None and up.role is None:
                 up.role = "ffn_up"
         down = _forward_linear((gate or act).output, users)
         if down is not None and down.name in in_block and down.role is None:
@@ -208,15 +210,19 @@ def _fill_meta(graph: Graph, cores, post_norm: bool) -> None:
     n_heads = scores_shape[-3] if len(scores_shape) >= 3 else 1
     d_model = q.params["weight"].shape[0]
     head_dim = graph.tensors[scores.inputs[0]].shape[-1]
-    kv_width = k.params["weight"].shape[1] if k is not q else d_model
+    if k is not q:
+        kv_width = k.params["weight"].shape[1]
+    else:  # packed (q | k | v), k and v of one width: GQA shows as fewer columns than 3 * heads * head_dim
+        kv_width = (q.params["weight"].shape[1] - n_heads * head_dim) // 2
     causal = any(l.op == "PaddingMask" and l.attrs.get("causal") for l in graph.layers) or any(
         l.role == "attn_mask" and l.op == "Constant" for l in graph.layers)
-    ffn = [l for l in graph.layers if l.block == 0 and l.role in ("ffn_up", "ffn_gate")]
+    ffn = [l for l in graph.layers if l.block == 0 and l.role in ("ffn_up", "ffn_gate", "ffn_gate_up")]
+    d_ffn = ffn[0].params["weight"].shape[1] // (2 if ffn[0].role == "ffn_gate_up" else 1) if ffn else None
     vocab = next((l.params["table"].shape[0] for l in graph.layers if l.op == "Embedding"), None)
     graph.meta.update({
         "kind": "decoder" if causal else "encoder", "n_layers": len(cores), "d_model": int(d_model),
         "n_heads": int(n_heads), "head_dim": int(head_dim),
-        "n_kv_heads": int(kv_width // head_dim) if k is not q else int(n_heads),
-        "d_ffn": int(ffn[0].params["weight"].shape[1]) if ffn else None, "vocab": vocab,
+        "n_kv_heads": int(kv_width // head_dim),
+        "d_ffn": int(d_ffn) if d_ffn else None, "vocab": vocab,
         "norm_position": "post" if post_norm else "pre",
     })

@@ -5,7 +5,8 @@
 * MatMul of two activations -> MatMul (QK^T, P.V).
 * Softmax on the last axis -> Softmax.
 * Reshape / Unsqueeze / Squeeze / Flatten -> Reshape (target = the static output shape);
-  Transpose, Expand, Slice, Concat -> the IR op of the same name.
+  Transpose, Expand, Slice, Concat -> the IR op of the same name; Gather of a contiguous run of constant
+  indices from an activation -> Slice.
 * Dropout, Identity and float->float Cast produce the value they read: aliases; so does an integer Cast
   (int64 -> int32) of a graph input such as token ids or a 0/1 mask.
 * Where(IsNaN(p), 0, p) after a Softmax (torch's SDPA guard for fully masked rows) is the identity for every
@@ -139,6 +140,38 @@ def _id_cast(view: OnnxView, src: str, out: str) -> bool:
     return src in view.inputs and all(k.kind in "iu" for k in kinds) and kinds[1].itemsize >= 4
 
 
+@rule("gather_select", seeds={"Gather", "GatherND"})
+def gather_select(node: onnx.NodeProto, view: OnnxView) -> Match | None:
+    """Gather(x, constant indices) of an activation, indices a contiguous ascending run -> Slice, then Reshape
+    when the output drops or adds axes (a scalar index). GatherND with batch_dims 0 and one-element index
+    tuples is the same selection on axis 0. Falcon picks its shared key and value heads these ways."""
+    x, indices = node.input
+    if view.is_const(x) or not view.is_const(indices):
+        return None
+    rank = len(view.shape[x])
+    index = view.const[indices].astype(np.int64)
+    if node.op_type == "GatherND":
+        if view.attrs(node).get("batch_dims", 0) != 0 or index.ndim < 1 or index.shape[-1] != 1:
+            return None
+        axis = 0
+    else:
+        axis = view.attrs(node).get("axis", 0) % rank
+    size = view.shape[x][axis]
+    picked = (index.reshape(-1) % size).tolist()
+    if not picked or picked != list(range(picked[0], picked[0] + len(picked))):
+        return None
+    attrs = {"axes": [axis], "starts": [picked[0]], "ends": [picked[-1] + 1], "steps": [1]}
+    out = node.output[0]
+    shape = list(view.shape[x])
+    shape[axis] = len(picked)
+    if tuple(shape) == view.shape[out]:
+        return Match([node], [Layer(node.name, "Slice", [x], [out], attrs=attrs)])
+    sliced = f"{out}::sliced"
+    layers = [Layer(f"{node.name}::slice", "Slice", [x], [sliced], attrs=attrs),
+              Layer(node.name, "Reshape", [sliced], [out], attrs={"shape": list(view.shape[out])})]
+    return Match([node], layers, new_tensors={sliced: (tuple(shape), "float32")})
+
+
 @rule("passthrough", seeds={"Dropout", "Identity", "Cast"})
 def passthrough(node: onnx.NodeProto, view: OnnxView) -> Match | None:
     src, out = node.input[0], node.output[0]
@@ -197,5 +230,5 @@ def embedding(node: onnx.NodeProto, view: OnnxView) -> Match | None:
     return Match([node], [layer])
 
 
-RULES = [linear, embedding, nan_guard, passthrough, elementwise, matmul, softmax, reshape, transpose, expand,
+RULES = [linear, embedding, gather_select, nan_guard, passthrough, elementwise, matmul, softmax, reshape, transpose, expand,
          slice_, concat, split]
