@@ -259,6 +259,9 @@ class Emulator:
         if op in ("Add", "Mul"):
             if "const" in p:
                 b, fb = p["const"], p["const_frac"]
+                if "const_slice" in layer.attrs:  # position-dependent constant, incremental decoding
+                    axis, start, stop = layer.attrs["const_slice"]
+                    b = np.take(b, np.arange(start, stop), axis=axis)
             else:
                 b, fb = env[layer.inputs[1]], self.types[layer.inputs[1]].frac
             if op == "Mul":
@@ -278,7 +281,9 @@ class Emulator:
                                   p.get("beta_frac", 0), p["rs"], op == "LayerNorm")
             return exact_cast(y, frac, t_y)
         if op == "RoPE":
-            rotated, rest = rope_kernel(x, p["cos"], p["sin"], layer.attrs["rotary_dim"],
+            start, rows = layer.attrs.get("position", 0), x.shape[-2]  # table rows of these tokens
+            rotated, rest = rope_kernel(x, p["cos"][start:start + rows], p["sin"][start:start + rows],
+                                        layer.attrs["rotary_dim"],
                                         layer.attrs.get("interleaved", False))
             frac = t_x.frac + p["cos_frac"]
             return exact_cast(np.concatenate([rotated, _frac_align(rest, t_x.frac, frac)], -1), frac, t_y)

@@ -102,7 +102,9 @@ def run_layer(layer: Layer, env: dict[str, np.ndarray]) -> np.ndarray | list[np.
     if op == "Mul":
         return x * _second(layer, env)
     if op == "RoPE":
-        return rope(x, p["cos"], p["sin"], a["rotary_dim"], a.get("interleaved", False))
+        start, rows = a.get("position", 0), x.shape[-2]
+        return rope(x, p["cos"][start:start + rows], p["sin"][start:start + rows], a["rotary_dim"],
+                    a.get("interleaved", False))
     if op == "Reshape":
         return x.reshape(a["shape"])
     if op == "Transpose":
