@@ -1,4 +1,4 @@
-"""The ``fpgaformer`` command line: inspect | compile | estimate.
+"""The ``fpgaformer`` command line: inspect | compile | verify | estimate (| build | run | generate).
 
 Errors meant for users (``UserError`` and the artifact errors) print one paragraph to stderr and exit 2;
 ``inspect`` exits 1 when the model has nodes no rule places (the table still lists them).
@@ -84,21 +84,118 @@ def cmd_inspect(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------- compile
-def compile_model(model: Path, out: Path, seq_len: int | None = None, context: int | None = None):
-    """The compile pipeline: import -> write the artifact (atomically)."""
-    from ..host.artifact import save_artifact
-    from .frontend import import_onnx
+def compile_model(model: Path, out: Path, seq_len: int | None = None, context: int | None = None,
+                  precision: str | None = None, calib: Path | None = None, board: str | None = None,
+                  overrides: Path | None = None, tolerance: float | None = None, log=print):
+    """The compile pipeline, one straight line:
 
-    graph = import_onnx(model, seq_len, context)
-    save_artifact(out, graph)
+    import (ONNX -> float IR) -> quantize (calibrate, types, kernel settings) -> fit to a board (reuse
+    factors, strategies, weight placement) -> write BUILD atomically (manifest, weights, the static ONNX model
+    for verification, the tokenizer found beside the model).
+    """
+    import shutil
+
+    import onnx
+
+    from ..host.artifact import staged_directory, write_graph
+    from .frontend import import_static
+    from .passes.calibrate import load_samples
+    from .precision import SEARCHED, preset_bits
+    from .quantize import quantize
+    from .verify import SOURCE_MODEL
+
+    if precision is not None:
+        preset_bits(precision)  # fail early on a bad name
+    board_spec = None
+    if board is not None:
+        from .boards import load_board
+
+        board_spec = load_board(board)
+    graph, static = import_static(model, seq_len, context)
+    if precision is not None:
+        samples = load_samples(calib, graph) if calib else None
+        if samples is None:
+            log("no --calib file given: calibrating on the synthetic set (random token ids, random padding); "
+                "give real inputs with --calib FILE.npz for accurate ranges")
+        if precision == SEARCHED:
+            from .search import search_precision
+
+            graph = search_precision(graph, static, samples, tolerance, log=log)
+        else:
+            graph = quantize(graph, precision, samples, static, overrides=_read_overrides(overrides))
+    if board_spec is not None:
+        from .fit import choose_hardware
+
+        result = choose_hardware(graph, board_spec,
+                                 precision=None if precision in (None, SEARCHED) else precision)
+        log(f"fit to {board}: " + (result.reason or "fits"))
+    with staged_directory(out) as tmp:
+        write_graph(tmp, graph)
+        onnx.save(static, str(tmp / SOURCE_MODEL))
+        tokenizer = Path(model).parent / "tokenizer.json"
+        if tokenizer.is_file():
+            shutil.copy(tokenizer, tmp / "tokenizer.json")
     return graph
 
 
+def _read_overrides(path: Path | None) -> dict | None:
+    """Per-layer precision overrides: JSON {layer name: {"weight_bits": b, "act_bits": b}}."""
+    if path is None:
+        return None
+    import json as _json
+
+    try:
+        data = _json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read the overrides file {path} ({e}); give JSON like "
+                        '{"layer name": {"weight_bits": 16, "act_bits": 16}}.') from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise UserError(f"{path}: overrides must map layer names to objects with weight_bits / act_bits.")
+    return data
+
+
 def cmd_compile(args) -> int:
-    graph = compile_model(args.model, args.output, args.seq_len, args.context)
-    print(f"wrote {args.output}/manifest.json and weights.npz: {len(graph.layers)} layers, "
-          f"{len(graph.blocks())} blocks, {graph.n_params():,} parameters")
+    if args.precision == "float":
+        args.precision = None
+    elif args.precision is None:
+        from .precision import DEFAULT_PRESET
+
+        args.precision = DEFAULT_PRESET
+    graph = compile_model(args.model, args.output, args.seq_len, args.context, args.precision, args.calib,
+                          args.board, args.overrides, args.tolerance)
+    kind = f"fixed point ({graph.meta.get('preset')})" if args.precision else "float"
+    print(f"wrote {args.output}: {len(graph.layers)} layers, {len(graph.blocks())} blocks, "
+          f"{graph.n_params():,} parameters, {kind}")
     return 0
+
+
+# -------------------------------------------------------------------------------------------------- verify
+def cmd_verify(args) -> int:
+    from .verify import plot_report, print_report, verify_build
+
+    if getattr(args, "csim", False):
+        from .backend import csim as _csim  # the HLS backend's C-simulation check
+
+        return _csim.run_cli(args)
+    report = verify_build(args.build, args.inputs, args.tolerance)
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        print_report(report)
+    if args.plot:
+        plot_report(report, args.plot)
+    return 0 if report["ok"] else 1
+
+
+def add_verify_parser(sub) -> None:
+    p = sub.add_parser("verify", help="check the fixed-point design against onnxruntime (and C simulation)")
+    p.add_argument("build", type=Path)
+    p.add_argument("--inputs", type=Path, default=None, help=".npz of inputs (default: a synthetic set)")
+    p.add_argument("--tolerance", type=float, default=None, help="relative RMS error allowed on outputs")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--plot", type=Path, default=None, help="PNG of the error per layer")
+    p.add_argument("--csim", action="store_true", help="compare the emulator with hls4ml C simulation")
+    p.set_defaults(func=cmd_verify)
 
 
 # ---------------------------------------------------------------------------------------------------- main
@@ -114,7 +211,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", help="compile an ONNX model into a BUILD directory")
     _model_args(p)
     p.add_argument("-o", "--output", type=Path, required=True, help="BUILD directory to write")
+    p.add_argument("--precision", default=None,
+                   help="w16a16 | w8a16 | w8a8 | auto (default w8a16; 'float' keeps the float graph)")
+    p.add_argument("--calib", type=Path, default=None, help=".npz of calibration inputs keyed by input name")
+    p.add_argument("--overrides", type=Path, default=None, help="JSON of per-layer precision overrides")
+    p.add_argument("--tolerance", type=float, default=None, help="accuracy target of --precision auto")
+    p.add_argument("--board", default=None, help="fit the kernels to this board (see boards/)")
     p.set_defaults(func=cmd_compile)
+
+    add_verify_parser(sub)
 
     try:
         from . import estimate_cli

@@ -33,9 +33,11 @@ NORM_TABLE_BITS = 12
 
 
 def int_bits(max_abs: float, headroom: float = HEADROOM, signed: bool = True) -> int:
+    """Integer bits (sign included) for values up to max_abs * headroom; may be <= 0 for small ranges
+    (ap_fixed<8,-1> holds [-0.25, 0.25) with 9 fractional bits), never below -16."""
     if max_abs <= 0 or not math.isfinite(max_abs):
         return 1
-    return max(1, math.ceil(math.log2(max_abs * headroom)) + (1 if signed else 0))
+    return max(-16, math.ceil(math.log2(max_abs * headroom)) + (1 if signed else 0))
 
 
 def act_type(max_abs: float, width: int) -> FixedType:
