@@ -229,6 +229,9 @@ def test_zoo_family_imports_and_matches_onnxruntime(name, exporter, zoo_dir):
         assert "attn_softmax" in roles and "attn_scores" in roles and "attn_context" in roles, where
         assert {"q_proj", "k_proj", "v_proj"} <= set(roles) or "qkv_proj" in roles, where
         assert "o_proj" in roles and "norm1" in roles, where
+        assert "ffn_down" in roles and ("ffn_up" in roles or "ffn_gate_up" in roles), where
+        if family.act == "SiLU":  # gated (SwiGLU): the activation multiplies the up projection
+            assert "ffn_mul" in roles, where
         acts = [l for l in layers if l.role == "ffn_act"]
         assert acts and all(l.op == family.act for l in acts), where
         if family.act == "GELU":
