@@ -40,7 +40,7 @@ class Partition:
         return self.graph.outputs
 
 
-def _sub_graph(graph: Graph, layers: list[Layer], kind: str) -> Graph:
+def _sub_graph(graph: Graph, layers: list[Layer], kind: str, copied: tuple[Layer, ...] = ()) -> Graph:
     produced = {o for l in layers for o in l.outputs}
     inputs: list[str] = []
     for layer in layers:
@@ -51,7 +51,9 @@ def _sub_graph(graph: Graph, layers: list[Layer], kind: str) -> Graph:
     inputs.sort(key=lambda n: 0 if graph.tensors[n].fixed is not None else 1)
     names = {l.name for l in layers}
     later_reads = {i for l in graph.layers if l.name not in names for i in l.inputs}
-    outputs = [o for l in layers for o in l.outputs if o in later_reads or o in graph.outputs]
+    copied_names = {l.name for l in copied}  # mask layers copied into the block: the host has their outputs
+    outputs = [o for l in layers if l.name not in copied_names for o in l.outputs
+               if o in later_reads or o in graph.outputs]
     tensors = {n: graph.tensors[n] for n in inputs + sorted(produced)}
     meta = {k: v for k, v in graph.meta.items() if k not in ("onnx_outputs",)}
     meta["partition"] = kind
@@ -83,5 +85,7 @@ def partition(graph: Graph) -> list[Partition]:
         raise ValueError("partition needs a quantized graph (run compiler.quantize first)")
     parts = []
     for index in graph.blocks():
-        parts.append(Partition(f"block{index}", index, _sub_graph(graph, block_layers(graph, index), "block")))
+        layers = block_layers(graph, index)
+        copied = tuple(l for l in layers if l.block != index)
+        parts.append(Partition(f"block{index}", index, _sub_graph(graph, layers, "block", copied)))
     return parts

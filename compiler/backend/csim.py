@@ -140,3 +140,10 @@ def compare_codes(tensor: str, csim: np.ndarray, emulator: np.ndarray) -> BitCom
     csim, emulator = np.asarray(csim, np.int64), np.asarray(emulator, np.int64).reshape(csim.shape)
     diff = np.abs(csim - emulator)
     return BitCompare(tensor, int(csim.size), int(np.count_nonzero(diff)), int(diff.max(initial=0)))
+
+
+def run_cli(args) -> int:
+    """``fpgaformer verify BUILD --csim``: the CLI's entry into this check (see compiler.verify_cli)."""
+    from ..verify_cli import run
+
+    return run(args)

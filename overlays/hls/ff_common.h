@@ -28,31 +28,37 @@ inline ap_int<W + 1> code(const ap_ufixed<W, I, Q, O, N> &x) {
 template <int W> inline ap_int<W + 1> code(const ap_int<W> &x) { return x; }
 template <int W> inline ap_int<W + 1> code(const ap_uint<W> &x) { return x; }
 
+// the emulator's int64: exact intermediate integers of the non-MAC kernels (never overflow by construction)
+typedef long long wide_t;
+typedef unsigned long long uwide_t;
+
+// code of a value as an int64
+template <class T> inline wide_t icode(const T &x) { return code(x).to_int64(); }
+
 // the exact value v * 2^-F (v held in N bits) assigned to T: T's rounding and overflow modes apply
 template <class T, int N, int F> inline T cast_exact(const ap_int<N> &v) {
     ap_fixed<N, N - F> a;
     a.range(N - 1, 0) = v.range(N - 1, 0);
     return T(a);
 }
+template <class T, int F> inline T cast_exact64(wide_t v) { return cast_exact<T, 64, F>(ap_int<64>(v)); }
 
 // write a code (already in range) into a fixed-point variable bit for bit
 template <class T, int N> inline void set_code(T &y, const ap_int<N> &c) { y.range(T::width - 1, 0) = c.range(T::width - 1, 0); }
 
 // arithmetic shift of an exact integer: left by s >= 0, right (floor) by -s
-template <int N> inline ap_int<N> shift(const ap_int<N> &v, int s) { return s >= 0 ? ap_int<N>(v << s) : ap_int<N>(v >> (-s)); }
+inline wide_t shift(wide_t v, int s) { return s >= 0 ? wide_t(uwide_t(v) << s) : wide_t(v >> (-s)); }
 
 // number of bits of a non-negative value (0 for 0)
-template <int N> inline int bit_length(const ap_uint<N> &v) {
+inline int bit_length(uwide_t v) {
     int n = 0;
-    for (int b = 0; b < N; b++) {
+    for (int b = 0; b < 64; b++) {
 #pragma HLS UNROLL
-        if (v[b])
+        if ((v >> b) & 1)
             n = b + 1;
     }
     return n;
 }
-
-typedef ap_int<64> wide_t; // the emulator's int64
 
 } // namespace ff
 

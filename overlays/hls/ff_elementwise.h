@@ -20,10 +20,10 @@ void add(a_T a[CONFIG_T::n_a], b_T b[CONFIG_T::n_b], res_T y[CONFIG_T::n_out],
 Elements:
     for (unsigned i = 0; i < CONFIG_T::n_out; i++) {
 #pragma HLS UNROLL factor = CONFIG_T::unroll
-        wide_t va = code(a[operand_index<CONFIG_T>(i, CONFIG_T::n_a, CONFIG_T::table_a, ia)]);
-        wide_t vb = code(b[operand_index<CONFIG_T>(i, CONFIG_T::n_b, CONFIG_T::table_b, ib)]);
-        wide_t s = (va << (F - CONFIG_T::frac_a)) + (vb << (F - CONFIG_T::frac_b));
-        y[i] = cast_exact<res_T, 64, F>(s);
+        wide_t va = icode(a[operand_index<CONFIG_T>(i, CONFIG_T::n_a, CONFIG_T::table_a, ia)]);
+        wide_t vb = icode(b[operand_index<CONFIG_T>(i, CONFIG_T::n_b, CONFIG_T::table_b, ib)]);
+        wide_t s = shift(va, F - CONFIG_T::frac_a) + shift(vb, F - CONFIG_T::frac_b);
+        y[i] = cast_exact64<res_T, F>(s);
     }
 }
 
@@ -33,10 +33,10 @@ void mul(a_T a[CONFIG_T::n_a], b_T b[CONFIG_T::n_b], res_T y[CONFIG_T::n_out],
 Elements:
     for (unsigned i = 0; i < CONFIG_T::n_out; i++) {
 #pragma HLS UNROLL factor = CONFIG_T::unroll
-        wide_t va = code(a[operand_index<CONFIG_T>(i, CONFIG_T::n_a, CONFIG_T::table_a, ia)]);
-        wide_t vb = code(b[operand_index<CONFIG_T>(i, CONFIG_T::n_b, CONFIG_T::table_b, ib)]);
+        wide_t va = icode(a[operand_index<CONFIG_T>(i, CONFIG_T::n_a, CONFIG_T::table_a, ia)]);
+        wide_t vb = icode(b[operand_index<CONFIG_T>(i, CONFIG_T::n_b, CONFIG_T::table_b, ib)]);
         wide_t p = va * vb;
-        y[i] = cast_exact<res_T, 64, CONFIG_T::frac_a + CONFIG_T::frac_b>(p);
+        y[i] = cast_exact64<res_T, CONFIG_T::frac_a + CONFIG_T::frac_b>(p);
     }
 }
 

@@ -22,28 +22,28 @@ Rows:
         wide_t xc[CONFIG_T::n];
         wide_t sum = 0;
         for (unsigned i = 0; i < CONFIG_T::n; i++) {
-            xc[i] = code(x[r * CONFIG_T::n + i]);
+            xc[i] = icode(x[r * CONFIG_T::n + i]);
             sum += xc[i];
         }
         wide_t cs[CONFIG_T::n];
-        ap_uint<64> q = CONFIG_T::eps_q;
+        uwide_t q = CONFIG_T::eps_q;
         for (unsigned i = 0; i < CONFIG_T::n; i++) {
             wide_t c = center ? wide_t(wide_t(CONFIG_T::n) * xc[i] - sum) : xc[i];
             cs[i] = c >> CONFIG_T::pre_shift;
-            q += ap_uint<64>(cs[i] * cs[i]);
+            q += uwide_t(cs[i] * cs[i]);
         }
         int length = bit_length(q);
         int h = length - T + 1 > 0 ? (length - T + 1) / 2 : 0;
-        ap_uint<64> m = q >> (2 * h);
-        if (m < (ap_uint<64>(1) << (T - 2)))
-            m = ap_uint<64>(1) << (T - 2);
-        wide_t rr = rs[unsigned(m - (ap_uint<64>(1) << (T - 2)))];
+        uwide_t m = q >> (2 * h);
+        if (m < (uwide_t(1) << (T - 2)))
+            m = uwide_t(1) << (T - 2);
+        wide_t rr = rs[unsigned(m - (uwide_t(1) << (T - 2)))].to_int64();
         for (unsigned i = 0; i < CONFIG_T::n; i++) {
             wide_t z = (cs[i] * rr) >> (CONFIG_T::p_bits + h - CONFIG_T::z_frac);
-            wide_t v = z * wide_t(gamma[i]);
+            wide_t v = z * gamma[i].to_int64();
             if (CONFIG_T::has_beta)
-                v += shift(wide_t(beta[i]), F - CONFIG_T::beta_frac);
-            y[r * CONFIG_T::n + i] = cast_exact<res_T, 64, F>(v);
+                v += shift(beta[i].to_int64(), F - CONFIG_T::beta_frac);
+            y[r * CONFIG_T::n + i] = cast_exact64<res_T, F>(v);
         }
     }
 }

@@ -21,18 +21,18 @@ Rows:
         unsigned p = pos_base + (r / CONFIG_T::rows_per_pos) % CONFIG_T::n_pos;
         for (unsigned d = 0; d < D; d++) {
             wide_t v;
-            wide_t xv = code(x[r * D + d]);
+            wide_t xv = icode(x[r * D + d]);
             if (d < R) {
                 wide_t other;
                 if (CONFIG_T::interleaved)
-                    other = (d % 2 == 0) ? wide_t(-wide_t(code(x[r * D + d + 1]))) : wide_t(code(x[r * D + d - 1]));
+                    other = (d % 2 == 0) ? wide_t(-(icode(x[r * D + d + 1]))) : wide_t(icode(x[r * D + d - 1]));
                 else
-                    other = (d < H) ? wide_t(-wide_t(code(x[r * D + d + H]))) : wide_t(code(x[r * D + d - H]));
-                v = xv * wide_t(cos_t[p * R + d]) + other * wide_t(sin_t[p * R + d]);
+                    other = (d < H) ? wide_t(-(icode(x[r * D + d + H]))) : wide_t(icode(x[r * D + d - H]));
+                v = xv * cos_t[p * R + d].to_int64() + other * sin_t[p * R + d].to_int64();
             } else {
-                v = xv << CONFIG_T::frac_cs;
+                v = shift(xv, CONFIG_T::frac_cs);
             }
-            y[r * D + d] = cast_exact<res_T, 64, F>(v);
+            y[r * D + d] = cast_exact64<res_T, F>(v);
         }
     }
 }

@@ -30,31 +30,31 @@ Rows:
                 k = keep[ik] != 0;
             }
             kept[j] = k;
-            xc[j] = code(x[i]);
+            xc[j] = icode(x[i]);
             if (k && (!any || xc[j] > m))
                 m = xc[j];
             any = any || k;
         }
-        ap_uint<64> e[CONFIG_T::n];
-        ap_uint<64> s = 0;
+        uwide_t e[CONFIG_T::n];
+        uwide_t s = 0;
         for (unsigned j = 0; j < CONFIG_T::n; j++) {
             wide_t d = m - xc[j];
-            wide_t idx = shift >= 0 ? wide_t(d >> shift) : wide_t(d << (-shift));
+            wide_t idx = ff::shift(d, -shift);
             if (idx > CONFIG_T::exp_size - 1)
                 idx = CONFIG_T::exp_size - 1;
-            e[j] = kept[j] ? ap_uint<64>(exp_table[unsigned(idx)]) : ap_uint<64>(0);
+            e[j] = kept[j] ? uwide_t(exp_table[unsigned(idx)].to_uint64()) : uwide_t(0);
             s += e[j];
         }
-        ap_uint<64> recip = 0;
+        uwide_t recip = 0;
         if (s > 0) {
-            ap_uint<64> one = ap_uint<64>(1) << (CONFIG_T::exp_bits + CONFIG_T::frac_y + CONFIG_T::recip_bits);
+            uwide_t one = uwide_t(1) << (CONFIG_T::exp_bits + CONFIG_T::frac_y + CONFIG_T::recip_bits);
             recip = one / s; // the one division of the row
         }
         for (unsigned j = 0; j < CONFIG_T::n; j++) {
-            ap_uint<64> v = (e[j] * recip) >> (CONFIG_T::exp_bits + CONFIG_T::recip_bits);
+            uwide_t v = (e[j] * recip) >> (CONFIG_T::exp_bits + CONFIG_T::recip_bits);
             if (v > CONFIG_T::y_max)
                 v = CONFIG_T::y_max;
-            set_code(y[r * CONFIG_T::n + j], ap_int<65>(v));
+            set_code(y[r * CONFIG_T::n + j], ap_int<64>(wide_t(v)));
         }
     }
 }

@@ -14,7 +14,7 @@ Elements:
     for (unsigned i = 0; i < CONFIG_T::n_in; i++) {
 #pragma HLS UNROLL factor = CONFIG_T::unroll
         typename CONFIG_T::in_t c = x[i];
-        wide_t idx = wide_t(code(c)) - wide_t(CONFIG_T::in_min_code);
+        wide_t idx = icode(c) - wide_t(CONFIG_T::in_min_code);
         set_code(y[i], ap_int<res_T::width + 1>(table[unsigned(idx)]));
     }
 }
