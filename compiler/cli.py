@@ -227,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
         estimate_cli = None
     if estimate_cli is not None:
         estimate_cli.add_parser(sub)
+    from . import build_cli, run_cli  # the overlay (build) and the runtime (run, generate)
+
+    build_cli.add_parser(sub)
+    run_cli.add_parser(sub)
     return parser
 
 

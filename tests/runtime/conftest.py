@@ -1,0 +1,73 @@
+"""Session fixtures for the runtime tests: a trained character-level decoder and MiniLM, compiled to BUILDs
+with overlays (made once per session; nothing is downloaded)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTEXT = 64
+TRAIN_SECONDS = 45.0
+MINILM_SEQ = 32
+
+
+def _char_module():
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import char_decoder
+    finally:
+        sys.path.pop(0)
+    return char_decoder
+
+
+def compile_build(onnx_path: Path, out: Path, seq_len: int, precision: str, board: str = "kv260",
+                  length_bits: int = 26) -> Path:
+    """compile (quantized) + build (overlay contract and sources) through the compiler's own functions."""
+    from fpgaformer.compiler.build_cli import build_overlay
+    from fpgaformer.compiler.cli import compile_model
+
+    compile_model(onnx_path, out, seq_len=seq_len, precision=precision, log=lambda *a: None)
+    tokenizer = onnx_path.parent / "tokenizer.json"
+    if tokenizer.is_file() and not (out / "tokenizer.json").is_file():
+        shutil.copy(tokenizer, out / "tokenizer.json")
+    build_overlay(out, board, length_width=length_bits, log=lambda *a: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def char_model(tmp_path_factory):
+    """(module, vocab, onnx path): the example's decoder trained for ~45 s and exported at seq_len 64."""
+    pytest.importorskip("torch")
+    cd = _char_module()
+    model, vocab, loss = cd.train(TRAIN_SECONDS, max_steps=600, log=lambda *a: None)
+    folder = tmp_path_factory.mktemp("char_model")
+    path = cd.export_model(model, vocab, folder)
+    return cd, vocab, path, loss
+
+
+@pytest.fixture(scope="session")
+def char_build(char_model, tmp_path_factory):
+    """precision -> BUILD of the trained decoder (w16a16 and the default w8a16), with its overlay."""
+    made = {}
+
+    def get(precision: str = "w16a16") -> Path:
+        if precision not in made:
+            out = tmp_path_factory.mktemp(f"char_{precision}") / "build"
+            made[precision] = compile_build(char_model[2], out, CONTEXT, precision)
+        return made[precision]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def minilm_build(minilm, tmp_path_factory):
+    """MiniLM compiled at w8a16 for seq_len 32, overlay with a 15-bit DMA length register (32 KB transfers)."""
+    from fpgaformer.compiler.hf_export import export
+
+    folder = tmp_path_factory.mktemp("minilm_rt")
+    path = export(minilm[0], folder / "minilm.onnx", MINILM_SEQ, "torchscript")
+    return compile_build(path, folder / "build", MINILM_SEQ, "w8a16", length_bits=15)
