@@ -38,7 +38,8 @@ def test_minilm_imports_and_matches_onnxruntime(exporter, minilm_onnx, minilm_fe
     # every IR tensor with an ONNX twin agrees (relative to its magnitude)
     worst = max(diffs, key=lambda d: d.max_abs_err / max(1.0, d.ref_max_abs))
     assert worst.max_abs_err <= 1e-5 * max(1.0, worst.ref_max_abs) * 10, worst
-    assert len(diffs) > 100
+    # the fused onnxruntime graph shares fewer tensors with the IR (Attention/SkipLayerNorm are single nodes)
+    assert len(diffs) >= (20 if exporter == "ort-optimized" else 100)
 
 
 def test_minilm_output_matches_sentence_transformers_pooling(minilm_onnx, minilm_feeds, minilm):
