@@ -37,7 +37,7 @@ from ...host import reference
 from ...host.emulator import Emulator, exp_table
 from ...host.fixed import FixedType
 from ...host.graph import Graph, Layer
-from ..partition import Partition, partition
+from ..partition import KV_WRITE, POSITION, Partition, partition
 from .names import Namer, identifier, path_component
 
 OVERLAY_DIR = Path(__file__).resolve().parents[2] / "overlays" / "hls"
@@ -53,8 +53,10 @@ KERNEL_CLASS = {
     "Linear": "FfLinear", "MatMul": "FfMatMul", "Add": "FfAdd", "Mul": "FfMul", "Softmax": "FfSoftmax",
     "GELU": "FfGELU", "SiLU": "FfSiLU", "LayerNorm": "FfLayerNorm", "RMSNorm": "FfRMSNorm", "RoPE": "FfRoPE",
     "Reshape": "FfGather", "Transpose": "FfGather", "Slice": "FfGather", "Expand": "FfGather",
-    "Concat": "FfConcat", "Constant": "FfConstant", "PaddingMask": "FfPaddingMask",
+    "Concat": "FfConcat", "Constant": "FfConstant", "PaddingMask": "FfPaddingMask", "KVWrite": "FfKVWrite",
 }
+POSITION_PRECISION = "ap_uint<16>"
+INDEX_TABLES = ("idx", "ia", "ib", "keep_idx", "coord", "row_idx", "key")
 
 
 class BackendError(Exception):
@@ -229,7 +231,8 @@ def lower(part: Partition) -> LoweredKernel:
         cpp_of[name] = cpp
         layers.append({"class_name": "InputLayer", "name": cpp, "input_shape": [int(np.prod(t.shape))]})
         ftype = FixedType.from_dict(t.fixed) if t.fixed else None
-        layer_config[cpp] = {"Precision": {"result": str(hls_precision(ftype))}}
+        precision = POSITION_PRECISION if name == POSITION else str(hls_precision(ftype))
+        layer_config[cpp] = {"Precision": {"result": precision}}
         inputs.append(KernelIO(name, cpp, tuple(t.shape), t.fixed))
     aliases: dict[str, str] = {}
     for layer in graph.layers:
@@ -280,8 +283,11 @@ def _lower_layer(layer: Layer, graph: Graph, emu: Emulator, aliases: dict[str, s
     w, consts = spec["ff_weights"], spec["ff_consts"]
 
     def weight(key: str, data, signed: bool = True, alias: str | None = None, arg: bool = True):
+        from hls4ml.model.types import IntegerPrecisionType
+
         data = np.asarray(data, dtype=np.int64).reshape(-1)
-        w[key] = (data, int_precision(data, signed))
+        # index tables of one layer share CONFIG_T::index_t: one width for all of them
+        w[key] = (data, IntegerPrecisionType(32, signed=False) if key in INDEX_TABLES else int_precision(data, signed))
         if alias:
             spec["ff_weight_types"][alias] = key
         if arg:
@@ -390,15 +396,19 @@ def _lower_layer(layer: Layer, graph: Graph, emu: Emulator, aliases: dict[str, s
         rd = int(layer.attrs["rotary_dim"])
         cos = np.asarray(p["cos"]).reshape(-1, rd)
         sin = np.asarray(p["sin"]).reshape(-1, rd)
-        if shape[-2] != cos.shape[0]:
+        step = bool(layer.attrs.get("step"))
+        if step and shape[-2] != 1:
+            raise BackendError(f"layer {layer.name!r}: a decoder step has one row per head")
+        if not step and shape[-2] != cos.shape[0]:
             raise BackendError(f"layer {layer.name!r}: RoPE tables of {cos.shape[0]} positions for a sequence "
                                f"of {shape[-2]}")
         consts.update(n_rows=int(np.prod(shape)) // shape[-1], head_dim=shape[-1], rotary_dim=rd,
                       interleaved=bool(layer.attrs.get("interleaved", False)), frac_x=t_x.frac,
-                      frac_cs=int(p["cos_frac"]), n_pos=cos.shape[0], rows_per_pos=1, n_table=cos.size)
+                      frac_cs=int(p["cos_frac"]), n_pos=1 if step else cos.shape[0], rows_per_pos=1,
+                      n_table=cos.size)
         weight("cos", cos, alias="table_t")
         weight("sin", sin)
-        spec["ff_function"] = "rope"
+        spec["ff_function"] = "rope_step" if step else "rope"
     elif op in ("Reshape", "Transpose", "Slice", "Expand"):
         src = np.arange(int(np.prod(in_shape(0))), dtype=np.int64).reshape(in_shape(0))
         idx = np.asarray(reference.run_layer(layer, {layer.inputs[0]: src})).reshape(-1)
@@ -419,9 +429,15 @@ def _lower_layer(layer: Layer, graph: Graph, emu: Emulator, aliases: dict[str, s
         value = np.asarray(layer.params["value"])
         if value.dtype != bool:
             raise BackendError(f"layer {layer.name!r}: only constant keep flags are supported in kernels")
-        consts.update(n_out=value.size)
+        if layer.attrs.get("step_row"):  # decoder step: row `position` of a (..., C, C) keep table
+            if int(np.prod(value.shape[:-2])) != 1:
+                raise BackendError(f"layer {layer.name!r}: constant masks with leading dims are not supported")
+            consts.update(n_rows=value.shape[-2], n_out=value.shape[-1])
+            spec["ff_function"] = "constant_row"
+        else:
+            consts.update(n_out=value.size)
+            spec["ff_function"] = "constant"
         weight("table", value.astype(np.int64), alias="table_t")
-        spec["ff_function"] = "constant"
     elif op == "PaddingMask":
         k_len = int(np.prod(in_shape(0)))
         q_len = int(layer.attrs["q_len"])
@@ -438,8 +454,24 @@ def _lower_layer(layer: Layer, graph: Graph, emu: Emulator, aliases: dict[str, s
             kidx, allow = fit(kidx), fit(allow)
         consts.update(n_a=k_len, n_out=int(kidx.size))
         weight("idx", kidx, signed=False, alias="index_t")
-        weight("allow", allow.astype(np.int64), signed=False)
-        spec["ff_function"] = "padding_mask"
+        if layer.attrs.get("step"):  # decoder step: keys k <= position (checked in the kernel)
+            weight("key", kidx, signed=False)
+            spec["ff_function"] = "padding_mask_step"
+        else:
+            weight("allow", allow.astype(np.int64), signed=False)
+            spec["ff_function"] = "padding_mask"
+    elif op == KV_WRITE:
+        shape = tuple(out.shape)
+        axis = int(layer.attrs["axis"])
+        coords = np.indices(shape)
+        row_shape = list(shape)
+        row_shape[axis] = 1
+        row_coords = [c if a != axis else np.zeros_like(c) for a, c in enumerate(coords)]
+        row_idx = np.ravel_multi_index(row_coords, row_shape)
+        consts.update(n_out=int(np.prod(shape)), n_row=int(np.prod(row_shape)))
+        weight("coord", coords[axis], signed=False, alias="index_t")
+        weight("row_idx", row_idx, signed=False)
+        spec["ff_function"] = "kv_write"
     return spec
 
 
