@@ -65,21 +65,3 @@ def test_sentence_embeddings_keep_their_direction(preset, setup):
     cos, emu = emulated_cosines(setup[0], preset, setup)
     print(f"{preset}: min cosine {cos.min():.6f}, mean {cos.mean():.6f} over 64 sentences")
     assert cos.min() >= FLOORS[preset]
-
-
-def test_report_w8a8_and_onnxruntime_int8(setup, tmp_path):
-    """Reported beside the floors (no floor of their own): w8a8 emulation and onnxruntime's quantize_dynamic."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    graph, model, _, evals, reference, _ = setup
-    cos8, _ = emulated_cosines(graph, "w8a8", setup)
-    src, dst = tmp_path / "f.onnx", tmp_path / "int8.onnx"
-    onnx.save(model, str(src))
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
-    probe = OrtProbe(onnx.load(str(dst)), [graph.outputs[0]])
-    cos_ort = np.array([cosine(pooled(probe.run({k: v[i] for k, v in evals.items()})[graph.outputs[0]],
-                                      evals["attention_mask"][i]), reference[i]) for i in range(64)])
-    print(f"w8a8 emulation: min cosine {cos8.min():.6f}; onnxruntime quantize_dynamic int8: "
-          f"min cosine {cos_ort.min():.6f}")
-    assert np.all(np.isfinite(cos8)) and cos_ort.min() > 0.9
