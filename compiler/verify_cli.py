@@ -34,9 +34,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _progress(quiet: bool):
+    """Progress lines on stderr (also with --json, whose report goes to stdout)."""
     def say(message: str) -> None:
-        if not quiet:
-            print(message, file=sys.stderr, flush=True)
+        print(message, file=sys.stderr, flush=True)
     return say
 
 

@@ -57,6 +57,9 @@ def verify_kernel(project: KernelProject, part_graph: Graph, envs: list[dict[str
             progress(f"compiling {project.name} with g++ (hls4ml build_lib.sh) ...")
         compiled = csim.compile_kernel(project)
         result.compile_s = compiled.seconds
+        if progress:
+            progress(f"  {project.name}: compiled in {compiled.seconds:.1f} s" if compiled.seconds else
+                     f"  {project.name}: library up to date")
         start = time.perf_counter()
         emu = Emulator(part_graph)
         expected = [emu.run({n: env[n] for n in part_graph.inputs}) for env in envs]
