@@ -84,8 +84,11 @@ def compile_kernel(project: KernelProject, timeout: float = COMPILE_TIMEOUT_S, r
 
 
 def run_kernel(project: KernelProject, lib: Path, inputs: dict[str, np.ndarray],
-               timeout: float = RUN_TIMEOUT_S) -> dict[str, np.ndarray]:
-    """C simulation of N samples: inputs {tensor: (N, ...) values} -> outputs {tensor: (N, ...) float64}."""
+               timeout: float = RUN_TIMEOUT_S, timings: list | None = None) -> dict[str, np.ndarray]:
+    """C simulation of N samples: inputs {tensor: (N, ...) values} -> outputs {tensor: (N, ...) float64}.
+
+    ``timings``, if given, receives the seconds of each call of the kernel (the first includes loading the
+    weights)."""
     n = next(iter(inputs.values())).shape[0]
     with tempfile.TemporaryDirectory(prefix="ff-csim-") as tmp:
         tmp = Path(tmp)
@@ -109,6 +112,8 @@ def run_kernel(project: KernelProject, lib: Path, inputs: dict[str, np.ndarray],
             raise SimulationError(f"kernel {project.name!r}: C simulation failed (exit status {done.returncode}); "
                                   f"project {project.path}:\n{tail}")
         with np.load(tmp / "out.npz") as z:
+            if timings is not None:
+                timings.extend(float(t) for t in z["__seconds__"])
             return {p.tensor: z[k].reshape((n, *p.shape)) for (k, _), p in zip(keys_out, project.outputs)}
 
 
