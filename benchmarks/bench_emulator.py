@@ -1,0 +1,77 @@
+"""Emulator time versus onnxruntime float time: all-MiniLM-L6-v2, seq 128, batch 8, measured side by side.
+
+onnxruntime runs the TorchScript export (dynamic batch) on the 8 sequences in one call; the emulator runs
+the w8a16 (default) fixed-point graph on the same 8 sequences with ``Emulator.run_batch``. Median of 3 runs
+each after a warm-up. Prints one JSON line per figure and the ratio; floor: emulator within 3x.
+Run: python benchmarks/bench_emulator.py [--preset w8a16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+
+
+def timed(fn, repeats=3):
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--preset", default="w8a16")
+    parser.add_argument("--batch", type=int, default=8)
+    args = parser.parse_args(argv)
+
+    import onnxruntime as ort
+
+    from fpgaformer.compiler.frontend import import_static
+    from fpgaformer.compiler.hf_export import export, load_minilm
+    from fpgaformer.compiler.quantize import quantize
+    from fpgaformer.host.emulator import Emulator
+
+    model, tokenizer = load_minilm()
+    lines = (DATA / "sentences.txt").read_text().splitlines()[: args.batch]
+    enc = tokenizer(lines, padding="max_length", max_length=128, truncation=True, return_tensors="np")
+    ids, mask = enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
+    calib_lines = (DATA / "calibration.txt").read_text().splitlines()
+    cenc = tokenizer(calib_lines, padding="max_length", max_length=128, truncation=True, return_tensors="np")
+    calib = {k: cenc[k].astype(np.int64)[:, None] for k in ("input_ids", "attention_mask")}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export(model, Path(tmp) / "minilm.onnx", 128, "torchscript")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        ort_s = timed(lambda: session.run(None, {"input_ids": ids, "attention_mask": mask}))
+        graph, static = import_static(path, seq_len=128)
+        emulator = Emulator(quantize(graph, args.preset, calib, static))
+        feeds = {"input_ids": ids[:, None], "attention_mask": mask[:, None]}
+        emu_s = timed(lambda: emulator.run_batch(feeds))
+    ratio = emu_s / ort_s
+    common = {"model": "all-MiniLM-L6-v2", "seq_len": 128, "batch": args.batch}
+    print(json.dumps({"figure": "onnxruntime_float_s", **common, "seconds": round(ort_s, 4)}))
+    print(json.dumps({"figure": "emulator_s", **common, "preset": args.preset, "seconds": round(emu_s, 4)}))
+    print(json.dumps({"figure": "emulator_over_onnxruntime", **common, "ratio": round(ratio, 2), "floor": 3.0,
+                      "within_floor": ratio <= 3.0}))
+    return 0 if ratio <= 3.0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
