@@ -86,12 +86,12 @@ def cmd_inspect(args) -> int:
 # ------------------------------------------------------------------------------------------------- compile
 def compile_model(model: Path, out: Path, seq_len: int | None = None, context: int | None = None,
                   precision: str | None = None, calib: Path | None = None, board: str | None = None,
-                  overrides: Path | None = None, tolerance: float | None = None, log=print):
+                  overrides: Path | None = None, tolerance: float | None = None, hls: bool = True, log=print):
     """The compile pipeline, one straight line:
 
     import (ONNX -> float IR) -> quantize (calibrate, types, kernel settings) -> fit to a board (reuse
     factors, strategies, weight placement) -> write BUILD atomically (manifest, weights, the static ONNX model
-    for verification, the tokenizer found beside the model).
+    for verification, the tokenizer found beside the model) with one hls4ml project per kernel in BUILD/hls.
     """
     import shutil
 
@@ -130,6 +130,10 @@ def compile_model(model: Path, out: Path, seq_len: int | None = None, context: i
                                  precision=None if precision in (None, SEARCHED) else precision)
         log(f"fit to {board}: " + (result.reason or "fits"))
     with staged_directory(out) as tmp:
+        if precision is not None and hls:
+            from .backend.hls4ml import write_projects
+
+            write_projects(graph, tmp, progress=log)  # BUILD/hls/<kernel>/ (+ graph files it indexes)
         write_graph(tmp, graph)
         onnx.save(static, str(tmp / SOURCE_MODEL))
         tokenizer = Path(model).parent / "tokenizer.json"
@@ -173,10 +177,11 @@ def cmd_compile(args) -> int:
 def cmd_verify(args) -> int:
     from .verify import plot_report, print_report, verify_build
 
-    if getattr(args, "csim", False):
-        from .backend import csim as _csim  # the HLS backend's C-simulation check
+    if getattr(args, "csim", False):  # C simulation == emulator, bit for bit (compiler/verify_cli.py)
+        from . import verify_cli
 
-        return _csim.run_cli(args)
+        args.samples = args.inputs
+        return verify_cli.run(args)
     report = verify_build(args.build, args.inputs, args.tolerance)
     if args.json:
         print(json.dumps(report, indent=1))
@@ -194,7 +199,10 @@ def add_verify_parser(sub) -> None:
     p.add_argument("--tolerance", type=float, default=None, help="relative RMS error allowed on outputs")
     p.add_argument("--json", action="store_true")
     p.add_argument("--plot", type=Path, default=None, help="PNG of the error per layer")
-    p.add_argument("--csim", action="store_true", help="compare the emulator with hls4ml C simulation")
+    p.add_argument("--csim", action="store_true", help="compile every HLS kernel with g++ and compare its C "
+                   "simulation with the emulator, bit for bit")
+    p.add_argument("-n", "--count", type=int, default=8, help="--csim: inputs per kernel (default 8)")
+    p.add_argument("--kernel", action="append", default=None, help="--csim: only this kernel (repeatable)")
     p.set_defaults(func=cmd_verify)
 
 
