@@ -31,6 +31,9 @@ as integer v at F fractional bits into t (rounding and overflow modes of t), cou
   RMSNorm       the same with c_i = x_i (no mean) and sqrt(n) in RS.
 * RoPE          y = cast(x*cos + rot(x)*sin, F(x)+F(t_cs), t_y) with cos/sin tables quantized to t_cs.
 * Embedding     y = table codes (quantized to t_y) gathered by id.
+* FakeQuant     a pre-quantized model's QuantizeLinear/DequantizeLinear pair on the exact value of x, then
+                quantized to t_y: an exact cast when the scale is 2**-f and the zero point 0 (t_y is then that
+                integer grid); otherwise the grid value rounded to t_y (documented in graph.meta["notes"]).
 * layout ops    move codes (Reshape, Transpose, Slice, Concat, Expand); the type is unchanged.
 
 Overflows (saturations and wraps) are counted per layer in ``Emulator.overflows``.
@@ -346,6 +349,10 @@ class Emulator:
                                         layer.attrs.get("interleaved", False))
             frac = t_x.frac + p["cos_frac"]
             return exact_cast(np.concatenate([rotated, _frac_align(rest, t_x.frac, frac)], -1), frac, t_y)
+        if op == "FakeQuant":  # a pre-quantized model's QDQ pair, on the exact value of x
+            y = reference.fake_quant(to_float(x, t_x), layer.params["scale"], layer.params["zero_point"],
+                                     layer.attrs["qmin"], layer.attrs["qmax"])
+            return quantize_count(y, t_y)
         if op == "Constant":
             return p["value"] if "value" in p else layer.params["value"], 0
         raise NotImplementedError(f"the emulator has no kernel for op {op!r} (layer {layer.name!r})")

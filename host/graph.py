@@ -49,6 +49,8 @@ OPS: dict[str, tuple[tuple[str, ...], str]] = {
     "PaddingMask": ((), "additive mask from attention_mask (batch, seq): 0 where attended, neg elsewhere; "
                         "shape (1, 1, q, k); causal=True also masks k > q"),
     "Constant": (("value",), "y = value (a tensor fixed at compile time, e.g. a causal mask)"),
+    "FakeQuant": (("scale", "zero_point"), "QuantizeLinear -> DequantizeLinear of a pre-quantized model: "
+                                           "y = (clip(round_half_even(x / scale) + zp, qmin, qmax) - zp) * scale"),
 }
 
 

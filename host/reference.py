@@ -64,6 +64,14 @@ def padding_mask(mask: np.ndarray, causal: bool, neg: float, q_len: int, shape=N
     return out.reshape(shape) if out.size == int(np.prod(shape)) else np.broadcast_to(out, shape)
 
 
+def fake_quant(x: np.ndarray, scale, zero_point, qmin: int, qmax: int) -> np.ndarray:
+    """ONNX QuantizeLinear (round half to even, saturate) followed by DequantizeLinear, in float64."""
+    scale = np.asarray(scale, np.float64)
+    zp = np.asarray(zero_point, np.float64)
+    q = np.clip(np.rint(np.asarray(x, np.float64) / scale) + zp, qmin, qmax)
+    return (q - zp) * scale
+
+
 def _second(layer: Layer, env: dict) -> np.ndarray:
     return layer.params["const"] if "const" in layer.params else env[layer.inputs[1]]
 
@@ -123,6 +131,8 @@ def run_layer(layer: Layer, env: dict[str, np.ndarray]) -> np.ndarray | list[np.
         return additive == 0 if a.get("keep_flags") else additive
     if op == "Constant":
         return p["value"]
+    if op == "FakeQuant":
+        return fake_quant(x, p["scale"], p["zero_point"], a["qmin"], a["qmax"])
     raise NotImplementedError(f"float executor has no op {op!r} (layer {layer.name!r})")
 
 

@@ -54,6 +54,22 @@ def exact_type(frac: int, integer: int, rounding: str = "TRN") -> FixedType:
     return FixedType(width, width - frac, True, rounding, "WRAP")
 
 
+def qdq_type(layer: Layer, fallback: FixedType, graph: Graph) -> FixedType:
+    """The fixed-point type of a QDQ pair: its own integer grid when scale = 2**-f and zero point = 0."""
+    scale = float(layer.params["scale"])
+    zp = int(layer.params["zero_point"])
+    bits = layer.attrs.get("bits", 8 if layer.attrs["qtype"].endswith("int8") else 16)
+    signed = not layer.attrs["qtype"].startswith("u")
+    f = -math.log2(scale) if scale > 0 else 0.0
+    if zp == 0 and f == round(f):
+        return FixedType(bits, bits - int(round(f)), signed, "RND_CONV", "SAT")
+    graph.meta.setdefault("notes", []).append(
+        f"{layer.name}: scale {scale:.6g} with zero point {zp} is not a fixed-point grid (scale must be a power "
+        f"of two and zero point 0); emulated exactly on the QDQ grid and stored as {fallback.to_hls()}, which "
+        f"holds each grid value within {fallback.lsb / 2:.3g}")
+    return fallback
+
+
 def choose_types(graph: Graph, ranges: dict[str, float], weight_bits: int, act_bits: int,
                  overrides: dict[str, dict] | None = None) -> Graph:
     overrides = overrides or {}
@@ -135,6 +151,8 @@ def choose_types(graph: Graph, ranges: dict[str, float], weight_bits: int, act_b
                 frac = q["z_frac"] + FixedType.from_dict(q["gamma_type"]).frac
                 q["beta_type"] = exact_type(frac, int_bits(float(np.max(np.abs(layer.params["beta"]))), 1.0),
                                             "RND_CONV").to_dict()
+        elif op == "FakeQuant":
+            y = qdq_type(layer, y, graph)
         elif op == "RoPE":
             q["cos_type"] = q["sin_type"] = FixedType(16, 2, True, "RND_CONV", "SAT").to_dict()
         out.fixed = y.to_dict()
