@@ -34,7 +34,8 @@ as integer v at F fractional bits into t (rounding and overflow modes of t), cou
 * FakeQuant     a pre-quantized model's QuantizeLinear/DequantizeLinear pair on the exact value of x, then
                 quantized to t_y: an exact cast when the scale is 2**-f and the zero point 0 (t_y is then that
                 integer grid); otherwise the grid value rounded to t_y (documented in graph.meta["notes"]).
-* layout ops    move codes (Reshape, Transpose, Slice, Concat, Expand); the type is unchanged.
+* layout ops    move codes (Reshape, Transpose, Slice, Expand); the type is unchanged. Concat first casts
+                each input to the output type.
 
 Overflows (saturations and wraps) are counted per layer in ``Emulator.overflows``.
 """
@@ -76,10 +77,9 @@ def exact_cast(acc: np.ndarray, frac: int, t: FixedType) -> tuple[np.ndarray, in
             acc = acc + (np.int64(1) << np.int64(k - 1))
         r = acc >> np.int64(k) if k else acc
         lo, hi = (-(1 << (t.width - 1)), (1 << (t.width - 1)) - 1) if t.signed else (0, (1 << t.width) - 1)
-        out_of_range = (r < lo) | (r > hi)
-        count = int(np.count_nonzero(out_of_range))
-        if not count:
+        if not r.size or (int(r.min()) >= lo and int(r.max()) <= hi):  # the common case: two reductions
             return r, 0
+        count = int(np.count_nonzero((r < lo) | (r > hi)))
         if t.overflow == "SAT":
             return np.clip(r, lo, hi), count
         span = np.int64(1) << np.int64(t.width)
@@ -222,8 +222,14 @@ class Emulator:
             p["frac"] = self.types[layer.inputs[0]].frac + base.frac + int(shifts.max(initial=0))
             p["bound"] = float(layer.params["weight"].shape[0]) * \
                 2.0 ** (self.types[layer.inputs[0]].width - 1) * float(_abs_max(p["weight"]))
+            p["weight_f"] = np.ascontiguousarray(p["weight"], dtype=np.float64)
+            # the column shifts and the bias applied in float64 too, while every value stays < 2**53
+            p["scale_f"] = None if p["col_align"] is None else np.ldexp(1.0, p["col_align"])
+            shifted = p["bound"] * 2.0 ** int(np.max(p["col_align"], initial=0) if p["col_align"] is not None else 0)
             if "bias" in p:
                 p["bias_aligned"] = _align_to(p["bias"], p["bias_frac"], p["frac"])
+                shifted += float(_abs_max(p["bias_aligned"]))
+            p["float_exact"] = shifted < EXACT_FLOAT
         elif layer.op in ("GELU", "SiLU"):
             t_in = ftype(q["in_type"])
             p["lut"] = unary_table(lambda v: UNARY[layer.op](v, layer.attrs), t_in, self.types[layer.output])
@@ -300,11 +306,21 @@ class Emulator:
         if op in ("Reshape", "Transpose", "Slice", "Concat", "Expand"):
             if getattr(self, "_batched", False):
                 layer = self._batched_layer(layer, x.shape[0])
-            if op == "Concat":
-                parts = [env[n] for n in layer.inputs]
+            if op == "Concat":  # every part in the output type first (inputs may differ in type)
+                parts = [cast_count(env[n], self.types[n], t_y)[0] if self.types.get(n) not in (None, t_y)
+                         else env[n] for n in layer.inputs]
                 return np.concatenate(parts, axis=layer.attrs["axis"]), 0
             return reference.run_layer(layer, env), 0
         if op == "Linear":
+            if p["float_exact"]:  # one GEMM, shift and bias in float64, one conversion (all exact)
+                fx = np.ascontiguousarray(x, dtype=np.float64)
+                acc_f = fx.reshape(-1, fx.shape[-1]) @ p["weight_f"]
+                if p["scale_f"] is not None:
+                    acc_f *= p["scale_f"]
+                if "bias_aligned" in p:
+                    acc_f += p["bias_aligned"]
+                acc = acc_f.astype(np.int64).reshape(*x.shape[:-1], acc_f.shape[-1])
+                return exact_cast(acc, p["frac"], t_y)
             acc = int_matmul(x, p["weight"], p["bound"])
             if p["col_align"] is not None:
                 acc = acc << p["col_align"]
