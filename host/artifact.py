@@ -78,19 +78,29 @@ def save_artifact(directory: Path, graph: Graph) -> None:
         write_graph(tmp, graph)
 
 
-def load_manifest(directory: Path) -> dict:
-    path = Path(directory) / MANIFEST
+def read_versioned_json(path: Path, fmt: str, version_key: str, version: int, error: type[Exception],
+                        missing: str, redo: str) -> dict:
+    """A JSON file written by fpgaformer: present, parseable, of format ``fmt`` and our ``version``.
+
+    Raises ``error`` with what is wrong and ``redo`` (what to do); ``missing`` explains an absent file."""
     if not path.is_file():
-        raise ArtifactError(f"{directory} is not a fpgaformer build: {MANIFEST} is missing. "
-                            f"Create it with `fpgaformer compile MODEL.onnx -o {directory}`.")
+        raise error(missing)
     try:
-        manifest = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ArtifactError(f"{path} is not valid JSON ({e}); recompile the model.") from None
-    if manifest.get("format") != "fpgaformer-artifact" or manifest.get("version") != FORMAT_VERSION:
-        raise ArtifactError(f"{path} has format {manifest.get('format')!r} version {manifest.get('version')!r}; "
-                            f"this fpgaformer reads version {FORMAT_VERSION}. Recompile the model.")
-    return manifest
+        raise error(f"{path} is not valid JSON ({e}); {redo}.") from None
+    if data.get("format") != fmt or data.get(version_key) != version:
+        raise error(f"{path} has format {data.get('format')!r} version {data.get(version_key)!r}; this "
+                    f"fpgaformer reads {fmt} version {version}. {redo[:1].upper() + redo[1:]}.")
+    return data
+
+
+def load_manifest(directory: Path) -> dict:
+    return read_versioned_json(
+        Path(directory) / MANIFEST, "fpgaformer-artifact", "version", FORMAT_VERSION, ArtifactError,
+        missing=f"{directory} is not a fpgaformer build: {MANIFEST} is missing. "
+                f"Create it with `fpgaformer compile MODEL.onnx -o {directory}`.",
+        redo="recompile the model")
 
 
 def load_artifact(directory: Path) -> tuple[Graph, dict]:

@@ -394,18 +394,13 @@ class Contract:
 
     @classmethod
     def load(cls, directory: Path) -> "Contract":
-        path = Path(directory) / CONTRACT_FILE
-        if not path.is_file():
-            raise ContractError(f"{directory} has no overlay contract ({CONTRACT_FILE}); create it with "
-                                f"`fpgaformer build {directory} --board NAME`.")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ContractError(f"{path} is not valid JSON ({e}); rebuild the overlay.") from None
-        if data.get("format") != "fpgaformer-overlay" or data.get("protocol_version") != PROTOCOL_VERSION:
-            raise ContractError(f"{path} is overlay protocol {data.get('protocol_version')!r}; this fpgaformer "
-                                f"speaks protocol {PROTOCOL_VERSION}. Rebuild the overlay.")
-        return cls(data)
+        from .artifact import read_versioned_json
+
+        return cls(read_versioned_json(
+            Path(directory) / CONTRACT_FILE, "fpgaformer-overlay", "protocol_version", PROTOCOL_VERSION,
+            ContractError, missing=f"{directory} has no overlay contract ({CONTRACT_FILE}); create it with "
+                                   f"`fpgaformer build {directory} --board NAME`.",
+            redo="rebuild the overlay"))
 
     # ---- checks
     def check_artifact(self, graph: Graph, manifest: dict) -> None:
