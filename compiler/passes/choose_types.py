@@ -9,7 +9,8 @@ s_j = I - I_j extra fractional bits (I_j from that column's range): column j is 
 cast (a constant shift per column in hardware).
 Accumulators are exact by construction: frac = F(x) + F(w), integer bits I(x) + I(w) + ceil(log2 K), so
 hls4ml's product casts never lose a bit and never wrap; biases are stored at the accumulator's frac.
-Softmax: output ufixed<A, 1>; exp table step 2**-6 over [0, 16) (1024 entries) with E = max(A, 12) bits;
+Softmax: output ufixed<A, 1>; exp table over [0, 16) with step 2**-6 (1024 entries) for A < 16 and 2**-10
+(16384 entries) for A >= 16, E = max(A, 12) bits;
 reciprocal with R = 8 extra bits.
 GELU/SiLU: input table type of min(A, 14) bits (2**bits entries) over the calibrated input range.
 LayerNorm/RMSNorm: 1/sqrt table of T = 12 index bits (3 * 2**10 entries), P = 20 bits; the normalised
@@ -28,7 +29,7 @@ from ...host.fixed import FixedType
 from ...host.graph import Graph, Layer
 
 HEADROOM = 1.25
-EXP_K, EXP_SIZE, RECIP_BITS = 6, 1024, 8
+EXP_K, EXP_K_WIDE, RECIP_BITS = 6, 10, 8
 NORM_TABLE_BITS = 12
 
 
@@ -101,7 +102,8 @@ def choose_types(graph: Graph, ranges: dict[str, float], weight_bits: int, act_b
             continue
         if op == "Softmax":
             y = FixedType(ab, 1, False, "TRN", "SAT")
-            q.update(exp_k=EXP_K, exp_size=EXP_SIZE, exp_bits=max(ab, 12), recip_bits=RECIP_BITS)
+            k = EXP_K if ab < 16 else EXP_K_WIDE  # table step 2**-k: relative error of each weight < 2**-k
+            q.update(exp_k=k, exp_size=16 << k, exp_bits=max(ab, 12), recip_bits=RECIP_BITS)
         else:
             y = act_type(ranges.get(layer.output, 1.0), ab)
         if op == "Embedding":

@@ -104,11 +104,15 @@ def test_failed_compile_keeps_previous_build(tmp_path, capsys):
                                                  "g", [x], [y], [w]), opset_imports=[helper.make_opsetid("", 17)])
     onnx.save(linear, str(tmp_path / "linear.onnx"))
     assert run_cli(capsys, "compile", tmp_path / "linear.onnx", "-o", build)[0] == 0
-    before = {p.name: p.read_bytes() for p in build.iterdir()}
+    def snapshot():
+        return {str(p.relative_to(build)): p.read_bytes() for p in sorted(build.rglob("*")) if p.is_file()}
+
+    before = snapshot()
+    assert "manifest.json" in before
     for model in (good, bad):
         code, _, err = run_cli(capsys, "compile", model, "-o", build)
         assert_clean_failure(code, err, "no fpgaformer rule")
-    assert {p.name: p.read_bytes() for p in build.iterdir()} == before
+    assert snapshot() == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".build")] == []
 
 
