@@ -352,7 +352,7 @@ class Emulator:
                 raise ValueError(f"softmax {layer.name}: the mask must be keep flags (run the quantizer)")
             return softmax_kernel(x, t_x.frac, keep, q, t_y.frac, t_y.max_code), 0
         if op in ("GELU", "SiLU"):
-            c, n_in = cast_count(x, t_x, p["in_type"])
+            c, n_in = exact_cast(x, t_x.frac, p["in_type"])  # codes of t_x are exact values at F(t_x)
             return p["lut"][c - p["in_type"].min_code], n_in
         if op in ("LayerNorm", "RMSNorm"):
             y, frac = norm_kernel(x, t_x.frac, q, p["gamma"], p["gamma_frac"], p.get("beta"),
