@@ -146,10 +146,8 @@ def _read_overrides(path: Path | None) -> dict | None:
     """Per-layer precision overrides: JSON {layer name: {"weight_bits": b, "act_bits": b}}."""
     if path is None:
         return None
-    import json as _json
-
     try:
-        data = _json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
         raise UserError(f"cannot read the overrides file {path} ({e}); give JSON like "
                         '{"layer name": {"weight_bits": 16, "act_bits": 16}}.') from None

@@ -49,15 +49,11 @@ class OrtProbe:
         return dict(zip(self.names, values))
 
 
-def onnxruntime_tensors(model: onnx.ModelProto, names: list[str], feeds: dict[str, np.ndarray]) -> dict:
-    return OrtProbe(model, names).run(feeds)
-
-
 def compare(graph: Graph, model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[TensorDiff]:
     """Run both on one input set (batch 1); one TensorDiff per IR layer output known to ONNX, graph order."""
     ours = reference.run(graph, feeds, dtype=np.float64)
     names = [out for layer in graph.layers for out in layer.outputs]
-    theirs = onnxruntime_tensors(model, names, feeds)
+    theirs = OrtProbe(model, names).run(feeds)
     diffs = []
     for layer in graph.layers:
         for out in layer.outputs:

@@ -9,19 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..host.graph import Graph, Layer
-
-
-def layer_macs(layer: Layer, graph: Graph) -> int:
-    """MACs of one execution of the layer on the graph's shapes (one sequence)."""
-    if layer.op == "Linear":
-        rows = int(np.prod(graph.tensors[layer.output].shape[:-1]))
-        return rows * int(np.prod(layer.params["weight"].shape))
-    if layer.op == "MatMul":
-        out = graph.tensors[layer.output].shape
-        k = graph.tensors[layer.inputs[0]].shape[-1]
-        return int(np.prod(out)) * int(k)
-    return 0
+from ..host.graph import Graph, layer_macs
 
 
 def tokens_per_run(graph: Graph) -> int:

@@ -69,7 +69,7 @@ def write_graph(directory: Path, graph: Graph) -> None:
     manifest = {"format": "fpgaformer-artifact", "version": FORMAT_VERSION,
                 "weights_sha256": weights_checksum(weights), "graph": graph.to_json()}
     np.savez(directory / WEIGHTS, **weights)
-    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1, default=_json_default))
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1, default=json_default))
 
 
 def save_artifact(directory: Path, graph: Graph) -> None:
@@ -117,7 +117,8 @@ def load_artifact(directory: Path) -> tuple[Graph, dict]:
     return Graph.from_json(manifest["graph"], weights), manifest
 
 
-def _json_default(value):
+def json_default(value):
+    """json.dumps default for numpy scalars and arrays."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):

@@ -169,7 +169,7 @@ class IncrementalDecoder:
             value = layer.params["value"][..., start:total, :total]
             return dataclasses.replace(layer, params={"value": value})
         elif layer.op == "Slice":
-            for i, ax in enumerate(attrs["axes"]):
+            for ax in attrs["axes"]:
                 if ax in self.axes.get(layer.inputs[0], {}):
                     raise ValueError(f"slicing along the token axis ({layer.name!r}) is not supported in "
                                      "incremental decoding")

@@ -202,6 +202,8 @@ class Emulator:
     def __post_init__(self):
         self.types = {name: ftype(t.fixed) for name, t in self.graph.tensors.items()}
         self._prepared: dict[str, dict] = {}
+        self._batched = False  # set by run_batch: a leading axis of N sequences on every tensor
+        self._batched_layers: dict[tuple[str, int], Layer] = {}
         for layer in self.graph.layers:
             self._prepared[layer.name] = self._prepare(layer)
 
@@ -209,7 +211,7 @@ class Emulator:
     def _prepare(self, layer: Layer) -> dict:
         q = layer.attrs.get("quant", {})
         p = {}
-        for key in ("weight", "bias", "gamma", "beta", "const", "table", "cos", "sin"):
+        for key in ("bias", "gamma", "beta", "const", "table", "cos", "sin"):  # Linear weights: below
             tkey = f"{key}_type"
             if key in layer.params and tkey in q:
                 p[key] = quantize(layer.params[key], ftype(q[tkey]))
@@ -267,7 +269,7 @@ class Emulator:
 
     def _batched_layer(self, layer: Layer, n: int) -> Layer:
         key = (layer.name, n)
-        cache = self.__dict__.setdefault("_batched_layers", {})
+        cache = self._batched_layers
         if key not in cache:
             a = dict(layer.attrs)
             if layer.op in ("Reshape", "Expand"):
@@ -299,12 +301,12 @@ class Emulator:
             return np.take(p["table"], x.astype(np.int64), axis=0), 0
         if op == "PaddingMask":
             a = layer.attrs
-            if getattr(self, "_batched", False):
+            if self._batched:
                 return np.stack([reference.padding_mask(m, a.get("causal", False), -1.0, a["q_len"],
                                                         a.get("shape")) == 0 for m in x]), 0
             return reference.padding_mask(x, a.get("causal", False), -1.0, a["q_len"], a.get("shape")) == 0, 0
         if op in ("Reshape", "Transpose", "Slice", "Concat", "Expand"):
-            if getattr(self, "_batched", False):
+            if self._batched:
                 layer = self._batched_layer(layer, x.shape[0])
             if op == "Concat":  # every part in the output type first (inputs may differ in type)
                 parts = [cast_count(env[n], self.types[n], t_y)[0] if self.types.get(n) not in (None, t_y)

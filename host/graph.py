@@ -201,3 +201,16 @@ class Graph:
                   for l in self.layers]
         tensors = {k: dataclasses.replace(t) for k, t in self.tensors.items()}
         return Graph(list(self.inputs), list(self.outputs), tensors, layers, json.loads(json.dumps(self.meta)))
+
+
+def layer_macs(layer: Layer, graph: Graph) -> int:
+    """Multiply-accumulates of one execution of ``layer`` on the graph's shapes (one sequence).
+
+    Linear (.., in) x (in, out): rows * in * out; MatMul (.., m, k) x (.., k, n): prod(output) * k; other ops
+    are not MACs (0)."""
+    if layer.op == "Linear":
+        rows = int(np.prod(graph.tensors[layer.output].shape[:-1]))
+        return rows * int(np.prod(layer.params["weight"].shape))
+    if layer.op == "MatMul":
+        return int(np.prod(graph.tensors[layer.output].shape)) * int(graph.tensors[layer.inputs[0]].shape[-1])
+    return 0

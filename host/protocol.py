@@ -62,8 +62,9 @@ from typing import Any
 
 import numpy as np
 
+from .artifact import json_default, read_versioned_json
 from .fixed import FixedType, quantize, to_float
-from .graph import Graph
+from .graph import Graph, layer_macs
 
 PROTOCOL_VERSION = 1
 CONTRACT_FILE = "fpgaformer.json"
@@ -301,7 +302,7 @@ def graph_with_weights(graph: Graph, decoded: dict[str, tuple[np.ndarray, FixedT
 # ----------------------------------------------------------------------------------------------- contract
 def graph_signature(graph: Graph) -> str:
     """sha256 of the graph's structure and types (manifest JSON without weights)."""
-    text = json.dumps(graph.to_json(), sort_keys=True, default=_json_default)
+    text = json.dumps(graph.to_json(), sort_keys=True, default=json_default)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -385,7 +386,7 @@ class Contract:
 
     # ---- I/O
     def to_json(self) -> str:
-        return json.dumps(self.data, indent=1, sort_keys=True, default=_json_default)
+        return json.dumps(self.data, indent=1, sort_keys=True, default=json_default)
 
     def save(self, directory: Path) -> Path:
         path = Path(directory) / CONTRACT_FILE
@@ -394,8 +395,6 @@ class Contract:
 
     @classmethod
     def load(cls, directory: Path) -> "Contract":
-        from .artifact import read_versioned_json
-
         return cls(read_versioned_json(
             Path(directory) / CONTRACT_FILE, "fpgaformer-overlay", "protocol_version", PROTOCOL_VERSION,
             ContractError, missing=f"{directory} has no overlay contract ({CONTRACT_FILE}); create it with "
@@ -507,23 +506,9 @@ def make_contract(graph: Graph, manifest: dict, board: dict | None = None, lengt
 
 def default_latency(graph: Graph, kind: str, macs_per_cycle: int = 256) -> dict:
     """A cycle model when no estimate is given: MACs / ``macs_per_cycle`` plus fixed launch costs."""
-    macs = 0
-    for layer in graph.layers:
-        if layer.op == "Linear":
-            rows = int(np.prod(graph.tensors[layer.inputs[0]].shape[:-1]))
-            macs += rows * int(np.prod(layer.params["weight"].shape))
-        elif layer.op == "MatMul":
-            a, out = graph.tensors[layer.inputs[0]].shape, graph.tensors[layer.output].shape
-            macs += int(np.prod(out)) * int(a[-1])
+    macs = sum(layer_macs(layer, graph) for layer in graph.layers)
     tokens = max(1, int(graph.tensors[graph.inputs[0]].shape[-1]) if graph.inputs else 1)
     per_token = max(1, macs // tokens // macs_per_cycle)
     return {"model": f"MACs/{macs_per_cycle} per cycle", "launch_cycles": 2000,
             "cycles_per_sequence": max(1, macs // macs_per_cycle), "cycles_per_token": per_token}
 
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

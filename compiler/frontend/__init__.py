@@ -15,22 +15,32 @@ from .rules.mask import match_all as mask_matches
 from .view import OnnxView
 
 
+def _place(path: str | Path, seq_len: int | None, context: int | None):
+    """Load and make static, then run every rule: (static model, view, matches, unplaced nodes)."""
+    model = load_static(path, seq_len, context)
+    view = OnnxView(model)
+    matches, unplaced = place(view, ALL_RULES, prematches=mask_matches(view))
+    return model, view, matches, unplaced
+
+
+def _finish(view: OnnxView, matches, path: str | Path, seq_len: int | None, context: int | None) -> Graph:
+    from ..passes import frontend_cleanup
+
+    graph = assemble(view, matches)
+    graph.meta.update({"source": Path(path).name, "seq_len": seq_len, "context": context})
+    return frontend_cleanup(graph)
+
+
 def analyse(path: str | Path, seq_len: int | None = None, context: int | None = None):
     """Like import_static, but never fails on unplaced nodes: returns (graph or None, layers, unplaced nodes).
 
     ``layers`` are the layers the rules recognised (a partial graph when nodes are unplaced).
     """
-    from ..passes import frontend_cleanup
-
-    model = load_static(path, seq_len, context)
-    view = OnnxView(model)
-    matches, unplaced = place(view, ALL_RULES, prematches=mask_matches(view))
+    _, view, matches, unplaced = _place(path, seq_len, context)
     if unplaced:
         layers = [layer for _, m in sorted(matches, key=lambda pm: pm[0]) for layer in m.layers]
         return None, layers, unplaced
-    graph = assemble(view, matches)
-    graph.meta.update({"source": Path(path).name, "seq_len": seq_len, "context": context})
-    graph = frontend_cleanup(graph)
+    graph = _finish(view, matches, path, seq_len, context)
     return graph, graph.layers, []
 
 
@@ -44,13 +54,10 @@ def lower(view: OnnxView) -> Graph:
 
 def import_static(path: str | Path, seq_len: int | None = None, context: int | None = None):
     """ONNX file -> (float layer graph with blocks and roles annotated, the static ONNX model it came from)."""
-    from ..passes import frontend_cleanup
-
-    model = load_static(path, seq_len, context)
-    graph = lower(OnnxView(model))
-    graph.meta.update({"source": Path(path).name, "seq_len": seq_len, "context": context})
-    graph = frontend_cleanup(graph)
-    return graph, model
+    model, view, matches, unplaced = _place(path, seq_len, context)
+    if unplaced:
+        raise unsupported_error(unplaced)
+    return _finish(view, matches, path, seq_len, context), model
 
 
 def import_onnx(path: str | Path, seq_len: int | None = None, context: int | None = None) -> Graph:

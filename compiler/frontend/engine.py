@@ -75,26 +75,23 @@ def place(view: OnnxView, rules: list[Rule], prematches: list[Match] = ()
     """
     placed: dict[str, str] = {}
     matches: list[tuple[int, Match]] = []
+
+    def accept(match: Match | None, rule_name: str) -> None:
+        if match is None or not _acceptable(match, view, placed):
+            return
+        for n in match.nodes:
+            placed[n.name] = rule_name
+        for layer in match.layers:
+            layer.onnx_nodes = layer.onnx_nodes or [n.name for n in match.nodes]
+            layer.attrs.setdefault("rule", rule_name)
+        matches.append((max(view.order[n.name] for n in match.nodes), match))
+
     for match in prematches:
-        if _acceptable(match, view, placed):
-            for n in match.nodes:
-                placed[n.name] = "mask"
-            for layer in match.layers:
-                layer.onnx_nodes = layer.onnx_nodes or [n.name for n in match.nodes]
-            matches.append((max(view.order[n.name] for n in match.nodes), match))
+        accept(match, "mask")
     for r in rules:
         for node in view.nodes:
-            if node.name in placed or node.op_type not in r.seeds:
-                continue
-            match = r.fn(node, view)
-            if match is None or not _acceptable(match, view, placed):
-                continue
-            for n in match.nodes:
-                placed[n.name] = r.name
-            for layer in match.layers:
-                layer.onnx_nodes = layer.onnx_nodes or [n.name for n in match.nodes]
-                layer.attrs.setdefault("rule", r.name)
-            matches.append((max(view.order[n.name] for n in match.nodes), match))
+            if node.name not in placed and node.op_type in r.seeds:
+                accept(r.fn(node, view), r.name)
     unplaced = [n for n in view.nodes if n.name not in placed]
     return matches, unplaced
 

@@ -16,11 +16,12 @@ from .view import OnnxView
 MAX_REGION = 24  # nodes; every fused pattern fpgaformer knows is smaller
 
 
-def forward_region(view: OnnxView, x: str, y: str, extra_inputs: tuple[str, ...] = ()) -> list[onnx.NodeProto] | None:
+def forward_region(view: OnnxView, x: str, y: str, extra_inputs: tuple[str, ...] = (),
+                   limit: int | None = MAX_REGION) -> list[onnx.NodeProto] | None:
     """Nodes on paths from ``x`` (and ``extra_inputs``) to ``y`` when y depends only on them and constants.
 
-    Returns the nodes in graph order, or None when ``y`` needs another non-constant tensor or the region is
-    too large.
+    Returns the nodes in graph order, or None when ``y`` needs another non-constant tensor or the region has
+    more than ``limit`` nodes (None: no limit).
     """
     sources = {x, *extra_inputs}
     region: dict[str, onnx.NodeProto] = {}
@@ -35,7 +36,7 @@ def forward_region(view: OnnxView, x: str, y: str, extra_inputs: tuple[str, ...]
         if node.name in region:
             continue
         region[node.name] = node
-        if len(region) > MAX_REGION:
+        if limit is not None and len(region) > limit:
             return None
         stack.extend(i for i in node.input if i)
     return sorted(region.values(), key=lambda n: view.order[n.name])

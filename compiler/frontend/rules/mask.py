@@ -102,9 +102,10 @@ def match_all(view: OnnxView) -> list[Match]:
         domain = mask_domain(view, source)
         (batch, length) = view.shape[source]
         for frontier in _frontiers(view, domain):
-            nodes = forward_region(view, source, frontier)
+            # every non-constant input of the domain derives from the mask input: the region exists
+            nodes = forward_region(view, source, frontier, limit=None)
             if nodes is None:
-                nodes = _region_unbounded(view, source, frontier)
+                continue
             masks = probe_masks(length)
             try:
                 outs = [evaluate(view, nodes, {source: m.reshape(batch, length).astype(view.dtype[source])},
@@ -122,16 +123,3 @@ def match_all(view: OnnxView) -> list[Match]:
             matches.append(Match(nodes, layers))
     return matches
 
-
-def _region_unbounded(view: OnnxView, source: str, y: str) -> list[onnx.NodeProto]:
-    region = {}
-    stack = [y]
-    while stack:
-        name = stack.pop()
-        if name == source or view.is_const(name) or name not in view.producer:
-            continue
-        node = view.producer[name]
-        if node.name not in region:
-            region[node.name] = node
-            stack.extend(i for i in node.input if i)
-    return sorted(region.values(), key=lambda n: view.order[n.name])
