@@ -18,7 +18,8 @@ from .errors import UserError
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", type=Path, help="ONNX file (external data beside it is read too)")
     p.add_argument("--seq-len", type=int, default=None, help="sequence length to fix dynamic dims to")
-    p.add_argument("--context", type=int, default=None, help="maximum KV length for decoders")
+    p.add_argument("--context", type=int, default=None,
+                   help="maximum KV length for decoders that carry past_key_values (default: --seq-len)")
 
 
 # ------------------------------------------------------------------------------------------------- inspect
@@ -66,6 +67,11 @@ def print_inspect(report: dict) -> None:
         console.print(f"{meta.get('kind', '?')}: {len(report['blocks'])} blocks, d_model {meta.get('d_model')}, "
                       f"{meta.get('n_heads')} heads ({meta.get('n_kv_heads')} kv), parameters "
                       f"{report['params']:,}, {report['macs_per_token'] / 1e6:.2f} M MACs per token")
+        folded = meta.get("folded_kv_cache")
+        if folded:
+            console.print(f"the export carries a KV cache ({len(folded['inputs'])} past inputs, "
+                          f"{len(folded['outputs'])} present outputs): compiled at past length 0 over the whole "
+                          "context; the device keeps the cache and runs one token step at a time")
     if report["unsupported"]:
         console.print(f"[red]{len(report['unsupported'])} node(s) no rule places:[/red]")
         for n in report["unsupported"]:

@@ -3,7 +3,9 @@
 Exporters: ``torchscript`` (torch.onnx.export(dynamo=False), dynamic batch/seq axes), ``dynamo``
 (torch.onnx.export(dynamo=True), static shapes) and ``ort-optimized`` (the TorchScript export passed through
 onnxruntime.transformers.optimizer, which writes SkipLayerNormalization, BiasGelu, FastGelu and Attention
-contrib ops). torch and transformers are imported lazily: only this module needs them.
+contrib ops). ``export_with_past`` writes a causal LM the way Optimum's ``-with-past`` exports look: inputs
+``past_key_values.{i}.key/value``, outputs ``logits`` and ``present.{i}.key/value``. torch and transformers
+are imported lazily: only this module needs them.
 """
 
 from __future__ import annotations
@@ -80,4 +82,56 @@ def export(model, path: str | Path, seq_len: int, exporter: str = "torchscript",
             hidden_size=hidden_size or config.hidden_size, opt_level=1)
         optimized.save_model_to_file(str(path))
         target.unlink()
+    return path
+
+
+def _cache_dims(config) -> tuple[int, int, int]:
+    """(layers, KV heads, head dim) of a Hugging Face decoder config."""
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return config.num_hidden_layers, kv_heads, head_dim
+
+
+def export_with_past(model, path: str | Path, opset: int = 17) -> Path:
+    """TorchScript export of ``model(input_ids, attention_mask, past_key_values) -> logits, present``.
+
+    Dynamic axes: batch, seq (new tokens), past (cached tokens) and total = past + seq (the mask). The cache
+    goes in and out as one (1, kv_heads, length, head_dim) tensor per layer and per K / V."""
+    import torch
+    from transformers import DynamicCache
+
+    layers, kv_heads, head_dim = _cache_dims(model.config)
+
+    class WithPast(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask, *past):
+            cache = DynamicCache(config=self.inner.config)
+            for i in range(layers):
+                cache.update(past[2 * i], past[2 * i + 1], i)
+            out = self.inner(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache,
+                             use_cache=True)
+            present = []
+            for layer in out.past_key_values.layers:
+                present += [layer.keys, layer.values]
+            return (out.logits, *present)
+
+    path = Path(path)
+    past_len, seq = 3, 2
+    past = [torch.zeros(1, kv_heads, past_len, head_dim) for _ in range(2 * layers)]
+    ids = torch.ones((1, seq), dtype=torch.long)
+    mask = torch.ones((1, past_len + seq), dtype=torch.long)
+    kv = [f"{i}.{part}" for i in range(layers) for part in ("key", "value")]
+    inputs = ["input_ids", "attention_mask"] + [f"past_key_values.{n}" for n in kv]
+    outputs = ["logits"] + [f"present.{n}" for n in kv]
+    axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "total"},
+            "logits": {0: "batch", 1: "seq"}}
+    axes.update({n: {0: "batch", 2: "past"} for n in inputs[2:]})
+    axes.update({n: {0: "batch", 2: "total"} for n in outputs[1:]})
+    with torch.no_grad():
+        torch.onnx.export(WithPast(model.eval()).eval(), (ids, mask, *past), str(path), dynamo=False,
+                          opset_version=opset, input_names=inputs, output_names=outputs, dynamic_axes=axes)
     return path

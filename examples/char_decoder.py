@@ -90,12 +90,15 @@ def write_tokenizer(vocab: list[str], path: Path) -> Path:
     return Path(path)
 
 
-def export_model(model, vocab: list[str], folder: Path, context: int = CONTEXT) -> Path:
-    """model.onnx (input_ids, attention_mask -> logits at seq_len = context) + tokenizer.json in ``folder``."""
-    from fpgaformer.compiler.hf_export import export
+def export_model(model, vocab: list[str], folder: Path, context: int = CONTEXT, with_past: bool = False) -> Path:
+    """model.onnx (input_ids, attention_mask -> logits at seq_len = context) + tokenizer.json in ``folder``;
+    ``with_past``: the export carries the KV cache (past_key_values in, present out, dynamic lengths)."""
+    from fpgaformer.compiler.hf_export import export, export_with_past
 
     folder.mkdir(parents=True, exist_ok=True)
     write_tokenizer(vocab, folder / "tokenizer.json")
+    if with_past:
+        return export_with_past(model, folder / "model.onnx")
     return export(model, folder / "model.onnx", context, "torchscript", output="logits")
 
 
@@ -125,6 +128,27 @@ def ort_greedy(onnx_path: Path, prompt: list[int], new_tokens: int, context: int
         ids.append(token)
         if len(ids) >= context:
             break
+    return out
+
+
+def ort_greedy_with_past(onnx_path: Path, prompt: list[int], new_tokens: int) -> list[int]:
+    """Reference for a with-past export: onnxruntime greedy generation with the model's own KV cache (the
+    prompt in one call, then one token per call, present fed back as past)."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    caches = [i for i in sess.get_inputs() if i.name.startswith("past")]
+    past = {i.name: np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32) for i in caches}
+    ids, out = list(prompt), []
+    step = np.asarray(ids, np.int64)
+    for _ in range(new_tokens):
+        result = sess.run(None, {"input_ids": step[None], "attention_mask": np.ones((1, len(ids)), np.int64),
+                                 **past})
+        past = dict(zip([i.name for i in caches], result[1:]))
+        token = int(np.argmax(result[0][0, -1]))
+        out.append(token)
+        ids.append(token)
+        step = np.array([token], np.int64)
     return out
 
 

@@ -28,6 +28,10 @@ def _finish(view: OnnxView, matches, path: str | Path, seq_len: int | None, cont
 
     graph = assemble(view, matches)
     graph.meta.update({"source": Path(path).name, "seq_len": seq_len, "context": context})
+    props = {p.key: p.value for p in view.model.metadata_props}
+    if "fpgaformer.kv_cache_inputs" in props:  # an export that carried its KV cache (load.strip_cache)
+        graph.meta["folded_kv_cache"] = {"inputs": props["fpgaformer.kv_cache_inputs"].split(","),
+                                         "outputs": [o for o in props["fpgaformer.kv_cache_outputs"].split(",") if o]}
     return frontend_cleanup(graph)
 
 

@@ -1,10 +1,17 @@
 """Load an ONNX export and make it static: fixed dims, inferred shapes, folded constants.
 
 Steps: read the file (with external data) -> check the opset -> fix every symbolic input dim (the first dim is
-the batch, fixed to 1; the others become ``--seq-len``, or ``--context`` for inputs whose name says
-past/cache) -> measure every tensor's shape by one onnxruntime run on placeholder inputs -> replace Shape and
-Size nodes by those constants -> onnxscript's optimizer (constant folding, dead-code removal) -> value_info of
-every tensor from ONNX shape inference, completed by the measured shapes.
+the batch, fixed to 1; the others become ``--seq-len``) -> measure every tensor's shape by one onnxruntime run
+on placeholder inputs -> fold a carried KV cache away (below) -> replace Shape and Size nodes by those
+constants -> onnxscript's optimizer (constant folding, dead-code removal) -> value_info of every tensor from
+ONNX shape inference, completed by the measured shapes.
+
+Exports that carry a KV cache (inputs ``past_key_values.*`` / ``past*`` / ``*cache*`` concatenated with the
+new keys and values; outputs ``present.*``) are compiled at past length 0 over the whole context: the cache
+inputs become empty constants, every ``Concat(past, new)`` becomes ``new``, and the present outputs are
+dropped. What remains is exactly the plain causal-LM export, which the compiler already turns into an
+incremental decoder with its own cache on the device (host/decoder.py): the cache is the same tensor
+(K or V after the concatenation), kept by fpgaformer instead of by the caller.
 
 Once the input dims are fixed, every shape in a transformer graph is static, so a measured shape is the
 shape: exporters that compute shapes at run time (Shape -> Gather -> Concat -> Reshape) fold completely.
@@ -61,41 +68,108 @@ def _is_cache_input(name: str) -> bool:
     return "past" in lowered or "cache" in lowered
 
 
-def fix_dims(model: onnx.ModelProto, seq_len: int | None, context: int | None) -> dict[str, int]:
+def cache_inputs(model: onnx.ModelProto) -> list[str]:
+    """Names of the KV-cache inputs (by name, rank >= 3): empty for plain exports."""
+    initializers = {i.name for i in model.graph.initializer}
+    return [i.name for i in model.graph.input if i.name not in initializers and _is_cache_input(i.name)
+            and len(i.type.tensor_type.shape.dim) >= 3]
+
+
+def fix_dims(model: onnx.ModelProto, seq_len: int | None, context: int | None = None) -> dict[str, int]:
     """Replace symbolic input dims in place. Returns the mapping symbol -> value used.
 
-    Batch (axis 0) is 1. Other symbolic dims take ``context`` on cache inputs (``past`` / ``cache`` in the
-    name; the past length is ``context - seq_len``) and ``seq_len`` elsewhere.
+    Batch (axis 0) is 1. KV-cache inputs get past length 0 (their other symbolic dims); every other symbolic
+    dim is the sequence length: ``seq_len``, or ``context`` for a model that carries a cache (it is compiled
+    over the whole context, see the module doc).
     """
     chosen: dict[str, int] = {}
+    caches = set(cache_inputs(model))
+    length = (context or seq_len) if caches else seq_len
     initializers = {i.name for i in model.graph.initializer}
     for inp in model.graph.input:
         if inp.name in initializers:
             continue
         dims = inp.type.tensor_type.shape.dim
+        if inp.name in caches and all(d.HasField("dim_value") and d.dim_value > 0 for d in dims[1:]):
+            raise UserError(f"KV-cache input {inp.name!r} has a fixed shape {[d.dim_value for d in dims]}; "
+                            "export it with a dynamic past length (dynamic_axes / dynamic_shapes) so fpgaformer "
+                            "can compile it over the whole context.")
         for axis, dim in enumerate(dims):
             if dim.HasField("dim_value") and dim.dim_value > 0:
                 continue
             symbol = dim.dim_param or f"{inp.name}[{axis}]"
             if axis == 0:
                 value = 1
-            elif _is_cache_input(inp.name):
-                if context is None or seq_len is None:
-                    raise UserError(f"input {inp.name!r} has a dynamic dim {symbol!r} (axis {axis}); pass "
-                                    "--context N (maximum KV length) and --seq-len N to fix it.")
-                value = context - seq_len
+            elif inp.name in caches:
+                value = 0
             else:
-                if seq_len is None:
+                if length is None:
                     raise UserError(f"input {inp.name!r} has a dynamic dim {symbol!r} (axis {axis}); pass "
-                                    "--seq-len N to fix it (and --context N for decoders with a KV cache).")
-                value = seq_len
-            if value <= 0:
-                raise UserError(f"dim {symbol!r} of input {inp.name!r} would be {value}; choose --context "
-                                "larger than --seq-len.")
+                                    "--seq-len N to fix it (the context length for decoders).")
+                value = length
+            if value < 0 or (value == 0 and inp.name not in caches):
+                raise UserError(f"dim {symbol!r} of input {inp.name!r} would be {value}; pass a positive "
+                                "--seq-len.")
             dim.Clear()
             dim.dim_value = value
             chosen[symbol] = value
     return chosen
+
+
+def strip_cache(model: onnx.ModelProto, caches: list[str]) -> list[str]:
+    """Turn a carried KV cache into nothing: cache inputs -> empty initializers, ``Concat`` inputs that are
+    empty constants dropped (a one-input Concat becomes Identity), present outputs removed. Returns the names
+    of the outputs removed. Call after the cache dims are fixed to 0 (``fix_dims``)."""
+    if not caches:
+        return []
+    inputs = {i.name: i for i in model.graph.input}
+    for name in caches:
+        tt = inputs[name].type.tensor_type
+        shape = [d.dim_value for d in tt.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
+        model.graph.initializer.append(onnx.numpy_helper.from_array(np.zeros(shape, dtype), name))
+        model.graph.input.remove(inputs[name])
+    # a present output is the Concat that appends new rows to a cache (directly or through one-input nodes)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    empty = set(caches)
+
+    def from_cache(tensor: str) -> bool:
+        for _ in range(8):
+            if tensor in empty:
+                return True
+            node = producer.get(tensor)
+            if node is None or len([i for i in node.input if i]) != 1:
+                return False
+            tensor = node.input[0]
+        return False
+
+    removed = []
+    for out in list(model.graph.output):
+        node = producer.get(out.name)
+        if _is_cache_input(out.name) or "present" in out.name.lower() or (
+                node is not None and node.op_type == "Concat" and any(from_cache(i) for i in node.input)):
+            model.graph.output.remove(out)
+            removed.append(out.name)
+    if not model.graph.output:
+        raise UserError("every output of the model is a KV cache output; export the logits too.")
+    return removed
+
+
+def drop_empty_concat_inputs(model: onnx.ModelProto) -> None:
+    """Concat ignores zero-size inputs: drop those that are constants; a Concat left with one input becomes
+    Identity (folded away by the optimizer)."""
+    sizes = {i.name: int(np.prod(i.dims)) for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type != "Concat":
+            continue
+        kept = [i for i in node.input if sizes.get(i, 1) != 0]
+        if len(kept) == len(node.input) or not kept:
+            continue
+        del node.input[:]
+        node.input.extend(kept)
+        if len(kept) == 1:
+            node.op_type = "Identity"
+            del node.attribute[:]
 
 
 def make_static(model: onnx.ModelProto, seq_len: int | None = None, context: int | None = None) -> onnx.ModelProto:
@@ -104,6 +178,7 @@ def make_static(model: onnx.ModelProto, seq_len: int | None = None, context: int
     if opset < MIN_OPSET:
         raise UserError(f"the model uses opset {opset}; fpgaformer reads opsets {MIN_OPSET}-{MAX_OPSET}. "
                         f"Export again with opset_version={MIN_OPSET} or newer.")
+    caches = cache_inputs(model)
     fix_dims(model, seq_len, context)
     del model.graph.value_info[:]
     for out in model.graph.output:  # outputs may keep symbolic dims; inference fills them in
@@ -114,11 +189,18 @@ def make_static(model: onnx.ModelProto, seq_len: int | None = None, context: int
         raise UserError(f"onnxruntime cannot run the model with the fixed dims ({type(e).__name__}: "
                         f"{str(e)[:300]}). Check --seq-len/--context against the model's limits (e.g. its "
                         "maximum positions), and that onnxruntime supports every op in it.") from None
+    removed = strip_cache(model, caches)
     fold_shape_nodes(model, measured)
+    drop_empty_concat_inputs(model)
     model = fold_constants(model)
+    drop_empty_concat_inputs(model)
     fold_remaining_constants(model)
     model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
     complete_value_info(model, measured)
+    if caches:  # recorded for inspect and the manifest
+        onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
+                                            "fpgaformer.kv_cache_inputs": ",".join(caches),
+                                            "fpgaformer.kv_cache_outputs": ",".join(removed)})
     return model
 
 

@@ -56,6 +56,11 @@ class Models:
             elif name == "tiny_llama":
                 path = export(tiny_llama(), self.root / "tiny_llama.onnx", 16, "torchscript", output="logits")
                 seq = 16
+            elif name == "tiny_llama_past":  # the same model exported with past_key_values / present
+                from fpgaformer.compiler.hf_export import export_with_past
+
+                path = export_with_past(tiny_llama(), self.root / "tiny_llama_past.onnx")
+                seq = 16
             else:
                 raise KeyError(name)
             graph, static = import_static(path, seq_len=seq)

@@ -1,7 +1,7 @@
 """Decoder step kernel (tiny LLaMA-style block: RMSNorm, RoPE, GQA, SwiGLU; context 16) == its emulator
 reference, every output bit, and that reference == host/decoder.py's incremental decoding (tier 1).
 
-A plain causal-LM export (no past_key_values) becomes a step kernel: inputs the residual row, the 0/1 mask of
+A causal-LM export (plain, or carrying past_key_values: tests/compiler/test_past_key_values.py) becomes a step kernel: inputs the residual row, the 0/1 mask of
 the context, the position p and the K / V caches of the full context; outputs the row leaving the block and
 the new K / V rows. Cache rows >= p and mask entries > p are filled with junk: the kernel must ignore them.
 """
@@ -77,13 +77,15 @@ def kernel_inputs(project, part, records, rng):
     return {k: np.stack(v) for k, v in inputs.items()}
 
 
-@pytest.mark.parametrize("preset", PRESETS)
-def test_decoder_step_csim_is_bit_identical(preset, models, tmp_path):
+@pytest.mark.parametrize("model,preset", [("tiny_llama", p) for p in PRESETS] + [("tiny_llama_past", "w8a16")])
+def test_decoder_step_csim_is_bit_identical(model, preset, models, tmp_path):
+    """tiny_llama_past: the same model exported with past_key_values; its cache I/O is folded away and it
+    compiles to the same step kernel."""
     import shutil
 
     if shutil.which("g++") is None:
         pytest.skip("g++ is not installed")
-    q = models.quantized("tiny_llama", preset)
+    q = models.quantized(model, preset)
     dec = IncrementalDecoder(q)
     part = decoder_step_partition(q, 0, dec)
     assert {"RMSNorm", "RoPE", "SiLU", "KVWrite"} <= {l.op for l in part.graph.layers}

@@ -40,14 +40,30 @@ def compile_build(onnx_path: Path, out: Path, seq_len: int, precision: str, boar
 
 
 @pytest.fixture(scope="session")
-def char_model(tmp_path_factory):
-    """(module, vocab, onnx path, loss): the example's decoder trained for 400 steps, exported at seq_len 64."""
+def char_trained():
+    """(module, torch model, vocab, loss): the example's decoder trained for 400 steps."""
     pytest.importorskip("torch")
     cd = _char_module()
     model, vocab, loss = cd.train(TRAIN_SECONDS, max_steps=TRAIN_STEPS, log=lambda *a: None)
-    folder = tmp_path_factory.mktemp("char_model")
-    path = cd.export_model(model, vocab, folder)
+    return cd, model, vocab, loss
+
+
+@pytest.fixture(scope="session")
+def char_model(char_trained, tmp_path_factory):
+    """(module, vocab, onnx path, loss): the trained decoder exported at seq_len 64 (no KV cache in the export)."""
+    cd, model, vocab, loss = char_trained
+    path = cd.export_model(model, vocab, tmp_path_factory.mktemp("char_model"))
     return cd, vocab, path, loss
+
+
+@pytest.fixture(scope="session")
+def char_with_past(char_trained, tmp_path_factory):
+    """(module, vocab, onnx path, BUILD): the same decoder exported *with* past_key_values / present, compiled
+    over the context at w16a16 and built."""
+    cd, model, vocab, _ = char_trained
+    folder = tmp_path_factory.mktemp("char_with_past")
+    path = cd.export_model(model, vocab, folder / "model", with_past=True)
+    return cd, vocab, path, compile_build(path, folder / "build", CONTEXT, "w16a16")
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,17 @@ def test_greedy_w16a16_equals_onnxruntime_token_for_token(char_model, char_build
         assert got == want, (prompt, "".join(vocab[t] for t in got), "".join(vocab[t] for t in want))
 
 
+def test_with_past_export_generates_like_onnxruntime_with_its_own_cache(char_with_past):
+    """An export carrying past_key_values: onnxruntime generates with the export's own cache (present fed back
+    as past); the compiled overlay keeps its cache on the device. Same tokens, w16a16 greedy."""
+    cd, vocab, onnx_path, build = char_with_past
+    for prompt in cd.PROMPTS[:8]:
+        ids = cd.encode(vocab, prompt)
+        want = cd.ort_greedy_with_past(onnx_path, ids, NEW_TOKENS)
+        got = _cli_generate(build, ids, "--greedy")["tokens"]
+        assert got == want, (prompt, "".join(vocab[t] for t in got), "".join(vocab[t] for t in want))
+
+
 def test_default_precision_agreement_is_reported(char_model, char_build, capsys):
     from fpgaformer.host.engine import Engine
     from fpgaformer.host.sim_device import SimDevice
