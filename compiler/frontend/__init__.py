@@ -32,6 +32,7 @@ def _finish(view: OnnxView, matches, path: str | Path, seq_len: int | None, cont
     if "fpgaformer.kv_cache_inputs" in props:  # an export that carried its KV cache (load.strip_cache)
         graph.meta["folded_kv_cache"] = {"inputs": props["fpgaformer.kv_cache_inputs"].split(","),
                                          "outputs": [o for o in props["fpgaformer.kv_cache_outputs"].split(",") if o]}
+        graph.meta["seq_len"] = context or seq_len  # compiled over the whole context
     return frontend_cleanup(graph)
 
 
