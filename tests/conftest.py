@@ -53,3 +53,22 @@ def minilm_feeds(minilm):
     tokenizer = minilm[1]
     enc = tokenizer(SENTENCES[:1], padding="max_length", max_length=128, truncation=True, return_tensors="np")
     return {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_lm():
+    """family ('gpt2' | 'llama') -> a random-init 2-layer decoder, d_model 32, vocab 128 (LLaMA: GQA 4/2)."""
+    pytest.importorskip("torch")
+
+    def make(family: str):
+        import transformers
+
+        if family == "gpt2":
+            cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=128, n_positions=64)
+            return transformers.GPT2LMHeadModel._from_config(cfg, attn_implementation="eager").eval()
+        cfg = transformers.LlamaConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4,
+                                       num_key_value_heads=2, intermediate_size=64, vocab_size=128,
+                                       max_position_embeddings=64)
+        return transformers.LlamaForCausalLM._from_config(cfg, attn_implementation="eager").eval()
+
+    return make

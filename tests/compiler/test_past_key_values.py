@@ -21,26 +21,14 @@ CONTEXT = 16
 CHUNKS = [5, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]  # a prompt of 5, then 11 single-token steps
 
 
-def _model(family):
-    import transformers
-
-    if family == "gpt2":
-        cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=128, n_positions=64)
-        return transformers.GPT2LMHeadModel._from_config(cfg, attn_implementation="eager")
-    cfg = transformers.LlamaConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4,
-                                   num_key_value_heads=2, intermediate_size=64, vocab_size=128,
-                                   max_position_embeddings=64)
-    return transformers.LlamaForCausalLM._from_config(cfg, attn_implementation="eager")
-
-
 @pytest.fixture(scope="module", params=["gpt2", "llama"])
-def exports(request, tmp_path_factory):
+def exports(request, tmp_path_factory, tiny_causal_lm):
     """(with-past export, plain export) of one random-init model."""
     torch = pytest.importorskip("torch")
     from fpgaformer.compiler.hf_export import export, export_with_past
 
     torch.manual_seed(0)
-    model = _model(request.param).eval()
+    model = tiny_causal_lm(request.param)
     folder = tmp_path_factory.mktemp(f"past_{request.param}")
     return (export_with_past(model, folder / "with_past.onnx"),
             export(model, folder / "plain.onnx", CONTEXT, "torchscript", output="logits"))

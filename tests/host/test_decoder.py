@@ -13,25 +13,13 @@ from fpgaformer.host.emulator import Emulator
 CONTEXT = 16
 
 
-def _model(family):
-    import transformers
-
-    if family == "gpt2":
-        cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=128, n_positions=64)
-        return transformers.GPT2LMHeadModel._from_config(cfg, attn_implementation="eager")
-    cfg = transformers.LlamaConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4,
-                                   num_key_value_heads=2, intermediate_size=64, vocab_size=128,
-                                   max_position_embeddings=64)
-    return transformers.LlamaForCausalLM._from_config(cfg, attn_implementation="eager")
-
-
 @pytest.fixture(scope="module", params=["gpt2", "llama"])
-def quantized_decoder(request, tmp_path_factory):
+def quantized_decoder(request, tmp_path_factory, tiny_causal_lm):
     torch = pytest.importorskip("torch")
     from fpgaformer.compiler.hf_export import export
 
     torch.manual_seed(0)
-    path = export(_model(request.param).eval(), tmp_path_factory.mktemp("dec") / "m.onnx", CONTEXT,
+    path = export(tiny_causal_lm(request.param), tmp_path_factory.mktemp("dec") / "m.onnx", CONTEXT,
                   "torchscript", output="logits")
     graph, model = import_static(path, seq_len=CONTEXT)
     return quantize(graph, "w16a16", model=model)
