@@ -2,9 +2,11 @@
 and the g++ compile time of each kernel. Prints one JSON line per figure.
 
 Floor: the emulator is >= 100x faster than C simulation per input (both bit-identical; the check runs too).
-Timing: the emulator runs the inputs one at a time and as one batch (``Emulator.run_batch``; numpy, one BLAS
-thread, after a warm-up), and "speedup" uses the batch (the emulator's way of running many inputs; the
-one-at-a-time figure is printed too); C simulation is the
+Timing: the emulator runs the inputs one at a time and as one batch (``Emulator.run_batch``, after a warm-up),
+and "speedup" uses the batch (the emulator's way of running many inputs; the one-at-a-time figure is printed
+too). The emulator runs as users run it: its default worker threads (one per CPU this process may use; 2 on
+the reference machine), each block with one BLAS thread (OPENBLAS_NUM_THREADS=1 below only sets BLAS's
+default; the C simulation is single-threaded). C simulation is the
 per-call time inside the simulation process (hls4ml's bridge, g++ -O3), the first call (which loads the
 weights) excluded. Run: python benchmarks/bench_csim.py [--preset w8a16] [--count 32] [--out DIR]
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one thread: on a loaded machine more threads only contend
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # BLAS's default; the emulator runs its own worker threads
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse  # noqa: E402

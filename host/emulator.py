@@ -38,15 +38,27 @@ as integer v at F fractional bits into t (rounding and overflow modes of t), cou
                 each input to the output type.
 
 Overflows (saturations and wraps) are counted per layer in ``Emulator.overflows``.
+
+Two implementations of the same math: the int64 kernels below (the reference, ``Emulator(graph, fast=False)``)
+and, by default, ``host.exact_f64``: the same integer arithmetic carried out in float64 wherever a static
+bound from the operand types shows every intermediate below 2**53 (then float64 is exact; the module doc
+gives the argument), in blocks of rows spread over ``threads`` worker threads (default: the CPUs this process
+may use), with BLAS held to one thread per block meanwhile (threadpoolctl, when installed). Layers whose types
+or bounds fall outside it run the reference kernel. Both give the same codes and overflow counts, bit for bit
+(tests/host/test_emulator_fast.py).
 """
 
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import exact_f64 as xf
 from . import reference
 from .fixed import FixedType, cast_count, quantize, quantize_count, to_float
 from .graph import Graph, Layer
@@ -198,8 +210,14 @@ class Emulator:
 
     graph: Graph
     overflows: dict[str, int] = field(default_factory=dict)
+    fast: bool = True  # False: the int64 reference kernels only
+    threads: int | None = None  # worker threads for the fast path; None: the CPUs available to this process
 
     def __post_init__(self):
+        if self.threads is None:
+            self.threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.threads = max(1, int(self.threads))
+        self._pool: ThreadPoolExecutor | None = None
         self.types = {name: ftype(t.fixed) for name, t in self.graph.tensors.items()}
         self._prepared: dict[str, dict] = {}
         self._batched = False  # set by run_batch: a leading axis of N sequences on every tensor
@@ -232,38 +250,127 @@ class Emulator:
                 p["bias_aligned"] = _align_to(p["bias"], p["bias_frac"], p["frac"])
                 shifted += float(_abs_max(p["bias_aligned"]))
             p["float_exact"] = shifted < EXACT_FLOAT
+            t_x = self.types[layer.inputs[0]]
+            if t_x is not None and xf.cast_ok(t_x):  # the fast path's own bound: max |code| of x's type
+                bound = float(layer.params["weight"].shape[0]) * xf.code_bound(t_x) * float(_abs_max(p["weight"]))
+                bound *= 2.0 ** int(np.max(p["col_align"], initial=0) if p["col_align"] is not None else 0)
+                bound += float(_abs_max(p["bias_aligned"])) if "bias_aligned" in p else 0.0
+                self._prepare_fast_linear(p, bound, self.types[layer.output])
         elif layer.op in ("GELU", "SiLU"):
             t_in = ftype(q["in_type"])
             p["lut"] = unary_table(lambda v: UNARY[layer.op](v, layer.attrs), t_in, self.types[layer.output])
             p["in_type"] = t_in
+            self._prepare_fast_table(p, self.types[layer.inputs[0]])
         elif layer.op in ("LayerNorm", "RMSNorm"):
             n = self.graph.tensors[layer.inputs[0]].shape[-1]
             p["rs"] = rsqrt_table(q["table_bits"], q["p_bits"], n)
         return p
 
+    def _prepare_fast_linear(self, p: dict, bound: float, t_y: FixedType) -> None:
+        """Float64 constants of the fast Linear: x @ weight_x + addend_x is the exact accumulator already on
+        t_y's grid (k = frac - F(t_y) bits to drop): weight_x = W * 2**(col_align - k) and addend_x =
+        (bias aligned + RND's 2**(k-1)) * 2**-k are exact (powers of two), and every partial sum is below
+        2**53 in units of 2**-frac when bound (K * max|code of x's type| * max|W| * 2**max(col_align) +
+        max|bias|) plus the half, scaled by 2**-k where k < 0, is below 2**53."""
+        if not (self.fast and xf.cast_ok(t_y)):
+            return
+        k = p["frac"] - t_y.frac
+        add = (2.0 ** (k - 1)) if (t_y.rounding == "RND" and k > 0) else 0.0
+        if (bound + add) * 2.0 ** max(0, -k) >= EXACT_FLOAT:
+            return
+        w = p["weight_f"] if p["scale_f"] is None else p["weight_f"] * p["scale_f"]
+        p["weight_x"] = np.ascontiguousarray(w * 2.0 ** -k)
+        addend = np.full(p["weight"].shape[1], add)
+        if "bias_aligned" in p:
+            addend = addend + p["bias_aligned"].astype(np.float64)
+        p["addend_x"] = addend * 2.0 ** -k if np.any(addend) else None
+
+    def _prepare_fast_table(self, p: dict, t_x: FixedType | None) -> None:
+        """GELU/SiLU on a narrow input (<= 20 bits): compose the input cast and the table into one table over
+        every code of x's type, built with the reference cast (``exact_cast``) itself; the codes whose cast
+        overflows form the two ends of that range (rounding is monotone), kept as [sat_lo, sat_hi]."""
+        if not (self.fast and t_x is not None and xf.cast_ok(t_x) and t_x.width <= 20):
+            return
+        t_in = p["in_type"]
+        lo, hi = xf.code_range(t_x)
+        codes = np.arange(lo, hi + 1, dtype=np.int64)
+        wide = FixedType(62, 62 - t_in.frac, True, t_in.rounding, "WRAP")  # the same rounding, no overflow
+        rounded = exact_cast(codes, t_x.frac, wide)[0]
+        inside = (rounded >= t_in.min_code) & (rounded <= t_in.max_code)
+        if not inside.any():
+            return
+        first, last = np.flatnonzero(inside)[[0, -1]]
+        if not inside[first:last + 1].all():
+            return
+        c = exact_cast(codes, t_x.frac, t_in)[0]
+        p["table_x"] = p["lut"][c - t_in.min_code]
+        p["table_x_range"] = (lo, int(codes[first]), int(codes[last]))
+
     # ------------------------------------------------------------------------------------------- run
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Execute on one sequence. Float inputs are quantized to the input tensor's type; ids pass as ints."""
+    def run(self, feeds: dict[str, np.ndarray], keep=None) -> dict[str, np.ndarray]:
+        """Execute on one sequence. Float inputs are quantized to the input tensor's type; ids pass as ints.
+
+        Returns the codes of every tensor, or with ``keep`` (tensor names) only those: every other tensor is
+        then dropped as soon as its last consumer has run, which keeps memory (and page faults) low."""
+        if self.fast and self.threads > 1:
+            with _one_blas_thread():
+                return self._run(feeds, keep)
+        return self._run(feeds, keep)
+
+    def _run(self, feeds: dict[str, np.ndarray], keep) -> dict[str, np.ndarray]:
         env: dict[str, np.ndarray] = {}
         for name in self.graph.inputs:
             value = np.asarray(feeds[name])
             t = self.types.get(name)
             env[name] = quantize(value, t) if (t is not None and value.dtype.kind == "f") else value
-        for layer in self.graph.layers:
+        drop = None
+        if keep is not None:
+            keep = set(keep)
+            missing = keep - set(self.types) - set(self.graph.inputs)
+            if missing:
+                raise KeyError(f"no tensors named {sorted(missing)}")
+            drop = [[n for n in names if n not in keep] for names in self._last_use()]
+            for name in [n for n in self.graph.inputs if n not in keep and n not in self._consumed()]:
+                env.pop(name, None)
+        for i, layer in enumerate(self.graph.layers):
             out, count = self._run_layer(layer, env)
             env[layer.output] = out
             if count:
                 self.overflows[layer.name] = self.overflows.get(layer.name, 0) + count
+            if drop is not None:
+                for name in drop[i]:
+                    env.pop(name, None)
+                if layer.output not in keep and layer.output not in self._consumed():
+                    env.pop(layer.output, None)
         return env
 
-    def run_batch(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _consumed(self) -> set[str]:
+        if not hasattr(self, "_consumed_names"):
+            self._consumed_names = {n for layer in self.graph.layers for n in layer.inputs if n}
+        return self._consumed_names
+
+    def _last_use(self) -> list[list[str]]:
+        """For each layer, the tensors whose last consumer it is."""
+        if not hasattr(self, "_last_use_names"):
+            last: dict[str, int] = {}
+            for i, layer in enumerate(self.graph.layers):
+                for n in layer.inputs:
+                    if n:
+                        last[n] = i
+            self._last_use_names = [[] for _ in self.graph.layers]
+            for n, i in last.items():
+                self._last_use_names[i].append(n)
+        return self._last_use_names
+
+    def run_batch(self, feeds: dict[str, np.ndarray], keep=None) -> dict[str, np.ndarray]:
         """Execute N sequences at once: every feed has a leading axis N before the graph's own shape.
 
         The same kernels run on the stacked arrays (one large matrix product per layer instead of N small
-        ones); layout ops get their axes shifted by one. Results equal N calls of ``run``, bit for bit."""
+        ones); layout ops get their axes shifted by one. Results equal N calls of ``run``, bit for bit.
+        ``keep`` as in ``run``."""
         self._batched = True
         try:
-            return self.run(feeds)
+            return self.run(feeds, keep)
         finally:
             self._batched = False
 
@@ -283,16 +390,169 @@ class Emulator:
             cache[key] = Layer(layer.name, layer.op, layer.inputs, layer.outputs, a, layer.params)
         return cache[key]
 
-    def run_float(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        env = self.run(feeds)
+    def run_float(self, feeds: dict[str, np.ndarray], keep=None) -> dict[str, np.ndarray]:
+        env = self.run(feeds, keep)
         return {k: (to_float(v, self.types[k]) if self.types.get(k) is not None and v.dtype.kind in "iu"
                     and self.graph.tensors[k].dtype not in ("int64", "bool") else v) for k, v in env.items()}
 
     def outputs(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        env = self.run_float(feeds)
+        env = self.run_float(feeds, keep=self.graph.outputs)
         return {name: env[name] for name in self.graph.outputs}
 
     def _run_layer(self, layer: Layer, env: dict) -> tuple[np.ndarray, int]:
+        if self.fast and layer.op in FAST_OPS:
+            done = self._run_fast(layer, env)
+            if done is not None:
+                return done
+        return self._run_reference(layer, env)
+
+    # ------------------------------------------------------------------------------------ fast path
+    def _blocks(self, shape: tuple[int, ...], core: int, per_block: int) -> list[tuple[int, int, int]]:
+        """(axis, lo, hi) row blocks of an output of this shape: split along the longest leading axis (all
+        but the ``core`` last axes) into about size / per_block blocks, a multiple of the thread count when
+        there is enough work for more than one thread."""
+        axis = xf.split_axis(shape, core)
+        if axis < 0:
+            return [(-1, 0, 0)]
+        size = int(np.prod(shape))
+        parts = max(1, -(-size // per_block))
+        if self.threads > 1 and size >= 2 * MIN_BLOCK:
+            parts = -(-max(parts, self.threads) // self.threads) * self.threads
+        return [(axis, lo, hi) for lo, hi in xf.spans(shape[axis], parts)]
+
+    def _map(self, fn, blocks) -> int:
+        """Run fn(axis, lo, hi) -> overflow count on every block (on the worker threads when several)."""
+        if len(blocks) == 1 or self.threads == 1:
+            return sum(fn(*b) for b in blocks)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="fpgaformer-emulator")
+        return sum(self._pool.map(lambda b: fn(*b), blocks))
+
+    def _blockwise(self, out: np.ndarray, core: int, per_block: int, fn, *arrays) -> int:
+        """Apply fn(*blocks of arrays, out block) over row blocks of ``out`` (arrays share out's leading
+        shape); whole arrays when the output has no leading axis."""
+        blocks = self._blocks(out.shape, core, per_block)
+        if not blocks or blocks[0][0] < 0:
+            return fn(*arrays, out)
+        return self._map(lambda axis, lo, hi: fn(*(xf.block(a, axis, lo, hi) for a in arrays),
+                                                   xf.block(out, axis, lo, hi)), blocks)
+
+    def _run_fast(self, layer: Layer, env: dict) -> tuple[np.ndarray, int] | None:
+        """The float64 kernels of host.exact_f64, or None where a type or bound needs the reference."""
+        op, p, q = layer.op, self._prepared[layer.name], layer.attrs.get("quant", {})
+        t_y = self.types[layer.output]
+        x = env[layer.inputs[0]]
+        t_x = self.types.get(layer.inputs[0])
+        if t_x is None or x.dtype != np.int64 or not x.size or not xf.cast_ok(t_x):
+            return None  # empty tensors (e.g. a decoder's first step) take the reference kernels
+        if op == "Linear":
+            if "weight_x" not in p:
+                return None
+            w, addend = p["weight_x"], p["addend_x"]
+            out = np.empty((*x.shape[:-1], w.shape[1]), np.int64)
+            x2, o2 = x.reshape(-1, x.shape[-1]), out.reshape(-1, w.shape[1])
+            n = self._blockwise(o2, 1, LINEAR_BLOCK, lambda a, o: xf.linear_block(a, w, addend, t_y, o), x2)
+            return out, n
+        if not xf.cast_ok(t_y):
+            return None
+        if op == "MatMul":
+            b = env[layer.inputs[1]]
+            t_b = self.types[layer.inputs[1]]
+            trans = bool(layer.attrs.get("transpose_b"))
+            if t_b is None or b.dtype != np.int64 or not xf.cast_ok(t_b) or x.ndim < 2 or b.ndim != x.ndim \
+                    or x.shape[:-2] != b.shape[:-2]:
+                return None
+            kdim = x.shape[-1]
+            n_out = b.shape[-2] if trans else b.shape[-1]
+            if (b.shape[-1] if trans else b.shape[-2]) != kdim:
+                return None
+            k = t_x.frac + t_b.frac - t_y.frac
+            add = xf.half(k, t_y)
+            if (kdim * xf.code_bound(t_x) * xf.code_bound(t_b) + add * 2.0 ** k) * 2.0 ** max(0, -k) >= EXACT_FLOAT:
+                return None
+            out = np.empty((*x.shape[:-1], n_out), np.int64)
+            scale = 2.0 ** -k
+            n = self._blockwise(out, 2, MATMUL_BLOCK,
+                                lambda a, bb, o: xf.matmul_block(a, bb, trans, scale, add, t_y, o), x, b)
+            return out, n
+        if op in ("Add", "Mul"):
+            if "const" in p:
+                b, fb = p["const"], p["const_frac"]
+                if "const_slice" in layer.attrs:
+                    axis, start, stop = layer.attrs["const_slice"]
+                    b = np.take(b, np.arange(start, stop), axis=axis)
+                b_bound = float(np.max(np.abs(b))) if b.size else 0.0
+            else:
+                b, t_b = env[layer.inputs[1]], self.types.get(layer.inputs[1])
+                if t_b is None or b.dtype != np.int64 or not xf.cast_ok(t_b):
+                    return None
+                fb, b_bound = t_b.frac, xf.code_bound(t_b)
+            if b.dtype != np.int64 or np.broadcast_shapes(x.shape, b.shape) != x.shape:
+                return None
+            x_bound = xf.code_bound(t_x)
+            if op == "Mul":
+                k = t_x.frac + fb - t_y.frac
+                total = x_bound * b_bound
+            else:
+                frac = max(t_x.frac, fb)
+                k = frac - t_y.frac
+                total = x_bound * 2.0 ** (frac - t_x.frac) + b_bound * 2.0 ** (frac - fb)
+            add = xf.half(k, t_y)
+            if (total + add * 2.0 ** k) * 2.0 ** max(0, -k) >= EXACT_FLOAT:
+                return None
+            out = np.empty(x.shape, np.int64)
+            bb = np.broadcast_to(b, x.shape)
+            if op == "Mul":
+                sb = 2.0 ** (t_y.frac - t_x.frac - fb)
+                fn = lambda a, c, o: xf.affine_block(a, 1.0, c, sb, True, add, t_y, o)  # noqa: E731
+            else:
+                sx, sb = 2.0 ** (t_y.frac - t_x.frac), 2.0 ** (t_y.frac - fb)
+                fn = lambda a, c, o: xf.affine_block(a, sx, c, sb, False, add, t_y, o)  # noqa: E731
+            return out, self._blockwise(out, 0, ELTWISE_BLOCK, fn, x, bb)
+        if op == "Softmax":
+            keep = env[layer.inputs[1]] if len(layer.inputs) > 1 and layer.inputs[1] else None
+            if keep is not None and (keep.dtype != bool or np.broadcast_shapes(x.shape, keep.shape) != x.shape):
+                return None
+            k, size, e_bits, r_bits = q["exp_k"], q["exp_size"], q["exp_bits"], q["recip_bits"]
+            total_bits = e_bits + t_y.frac + r_bits
+            if total_bits > 52 or t_x.width > 52 or e_bits > 52 or x.shape[-1] * 2.0 ** e_bits >= EXACT_FLOAT:
+                return None
+            if "exp_f" not in p:
+                p["exp_f"] = exp_table(k, size, e_bits).astype(np.float64)
+            table, step = p["exp_f"], 2.0 ** (k - t_x.frac)
+            out = np.empty(x.shape, np.int64)
+            numer, out_scale, y_max = 1 << total_bits, 2.0 ** -(e_bits + r_bits), t_y.max_code
+            arrays = (x,) if keep is None else (x, np.broadcast_to(keep, x.shape))
+
+            def fn(a, *rest):
+                xf.softmax_block(a, rest[0] if keep is not None else None, step, table, numer, out_scale, y_max,
+                                 rest[-1])
+                return 0
+            return out, self._blockwise(out, 1, ELTWISE_BLOCK, fn, *arrays)
+        if op in ("GELU", "SiLU"):
+            if "table_x" not in p or not x.size:
+                return None
+            offset, sat_lo, sat_hi = p["table_x_range"]
+            table = p["table_x"]
+            if int(x.min()) < offset or int(x.max()) >= offset + table.shape[0]:
+                return None
+            out = np.empty(x.shape, np.int64)
+            return out, self._blockwise(out, 0, ELTWISE_BLOCK,
+                                        lambda a, o: xf.table_block(a, table, offset, sat_lo, sat_hi, o), x)
+        if op in ("LayerNorm", "RMSNorm"):
+            out = np.empty(x.shape, np.int64)
+
+            def fn(a, o):
+                y, frac = norm_kernel(a, t_x.frac, q, p["gamma"], p["gamma_frac"], p.get("beta"),
+                                      p.get("beta_frac", 0), p["rs"], op == "LayerNorm")
+                r, count = exact_cast(y, frac, t_y)
+                o[...] = r
+                return count
+            return out, self._blockwise(out, 1, ELTWISE_BLOCK, fn, x)
+        return None
+
+    # ------------------------------------------------------------------------------ reference path
+    def _run_reference(self, layer: Layer, env: dict) -> tuple[np.ndarray, int]:
         op, p, q = layer.op, self._prepared[layer.name], layer.attrs.get("quant", {})
         t_y = self.types[layer.output]
         x = env[layer.inputs[0]] if layer.inputs else None
@@ -374,6 +634,34 @@ class Emulator:
         if op == "Constant":
             return p["value"] if "value" in p else layer.params["value"], 0
         raise NotImplementedError(f"the emulator has no kernel for op {op!r} (layer {layer.name!r})")
+
+
+FAST_OPS = frozenset({"Linear", "MatMul", "Add", "Mul", "Softmax", "GELU", "SiLU", "LayerNorm", "RMSNorm"})
+# block sizes (output elements): large enough that numpy's per-call overhead is small, small enough that a
+# block's temporaries stay in cache; blocks run on the worker threads when there are at least two of them
+LINEAR_BLOCK = 1 << 17
+MATMUL_BLOCK = 1 << 16
+ELTWISE_BLOCK = 1 << 15
+MIN_BLOCK = 1 << 13
+
+_BLAS = None
+
+
+@contextmanager
+def _one_blas_thread():
+    """One BLAS thread while the emulator's own threads each run a block (threadpoolctl; a no-op without)."""
+    global _BLAS
+    if _BLAS is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+            _BLAS = ThreadpoolController()
+        except ImportError:
+            _BLAS = False
+    if not _BLAS:
+        yield
+        return
+    with _BLAS.limit(limits=1, user_api="blas"):
+        yield
 
 
 def _align_to(codes: np.ndarray, frac: int, target: int) -> np.ndarray:
