@@ -400,7 +400,7 @@ class Emulator:
         return {name: env[name] for name in self.graph.outputs}
 
     def _run_layer(self, layer: Layer, env: dict) -> tuple[np.ndarray, int]:
-        if self.fast and layer.op in FAST_OPS:
+        if self.fast and layer.op in FAST_OPS and env[layer.inputs[0]].size >= FAST_MIN:
             done = self._run_fast(layer, env)
             if done is not None:
                 return done
@@ -643,6 +643,10 @@ LINEAR_BLOCK = 1 << 17
 MATMUL_BLOCK = 1 << 16
 ELTWISE_BLOCK = 1 << 15
 MIN_BLOCK = 1 << 13
+# below this many input elements (a decoder's one-token step, one short sequence) the reference kernels are
+# faster: fewer numpy calls per layer and no thread hand-off. Measured: char decoder step 5.3 -> 3.1 ms,
+# MiniLM seq 16 one sequence 48 -> 35 ms; MiniLM seq 128 one sequence (>= 49k elements) stays fast (0.18 s)
+FAST_MIN = 1 << 15
 
 _BLAS = None
 
