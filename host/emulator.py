@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import exact_f64 as xf
-from . import reference
+from . import reference, u8gemm
 from .fixed import FixedType, cast_count, quantize, quantize_count, to_float
 from .graph import Graph, Layer
 
@@ -255,7 +255,7 @@ class Emulator:
                 bound = float(layer.params["weight"].shape[0]) * xf.code_bound(t_x) * float(_abs_max(p["weight"]))
                 bound *= 2.0 ** int(np.max(p["col_align"], initial=0) if p["col_align"] is not None else 0)
                 bound += float(_abs_max(p["bias_aligned"])) if "bias_aligned" in p else 0.0
-                self._prepare_fast_linear(p, bound, self.types[layer.output])
+                self._prepare_fast_linear(p, bound, t_x, self.types[layer.output])
         elif layer.op in ("GELU", "SiLU"):
             t_in = ftype(q["in_type"])
             p["lut"] = unary_table(lambda v: UNARY[layer.op](v, layer.attrs), t_in, self.types[layer.output])
@@ -266,7 +266,7 @@ class Emulator:
             p["rs"] = rsqrt_table(q["table_bits"], q["p_bits"], n)
         return p
 
-    def _prepare_fast_linear(self, p: dict, bound: float, t_y: FixedType) -> None:
+    def _prepare_fast_linear(self, p: dict, bound: float, t_x: FixedType, t_y: FixedType) -> None:
         """Float64 constants of the fast Linear: x @ weight_x + addend_x is the exact accumulator already on
         t_y's grid (k = frac - F(t_y) bits to drop): weight_x = W * 2**(col_align - k) and addend_x =
         (bias aligned + RND's 2**(k-1)) * 2**-k are exact (powers of two), and every partial sum is below
@@ -280,6 +280,8 @@ class Emulator:
             return
         w = p["weight_f"] if p["scale_f"] is None else p["weight_f"] * p["scale_f"]
         p["weight_x"] = np.ascontiguousarray(w * 2.0 ** -k)
+        if u8gemm.eligible(p["weight"], *xf.code_range(t_x)):  # int8 x int16: the u8 GEMM (built on first use)
+            p["u8_scale"] = (p["scale_f"] if p["scale_f"] is not None else 1.0) * 2.0 ** -k
         addend = np.full(p["weight"].shape[1], add)
         if "bias_aligned" in p:
             addend = addend + p["bias_aligned"].astype(np.float64)
@@ -437,6 +439,19 @@ class Emulator:
         return self._map(lambda axis, lo, hi: fn(*(xf.block(a, axis, lo, hi) for a in arrays),
                                                    xf.block(out, axis, lo, hi)), blocks)
 
+    def _u8_gemm(self, p: dict):
+        """The layer's u8 GEMM (host.u8gemm), made on first use; None where not eligible, where onnxruntime
+        is missing or where its self-check failed (the float64 product is used then)."""
+        if "u8_scale" not in p:
+            return None
+        if "u8_gemm" not in p:
+            try:
+                gemm = u8gemm.U8Gemm(p["weight"])
+            except ImportError:
+                gemm = None
+            p["u8_gemm"] = gemm if gemm is not None and gemm.ok else None
+        return p["u8_gemm"]
+
     def _run_fast(self, layer: Layer, env: dict) -> tuple[np.ndarray, int] | None:
         """The float64 kernels of host.exact_f64, or None where a type or bound needs the reference."""
         op, p, q = layer.op, self._prepared[layer.name], layer.attrs.get("quant", {})
@@ -451,8 +466,13 @@ class Emulator:
             w, addend = p["weight_x"], p["addend_x"]
             out = np.empty((*x.shape[:-1], w.shape[1]), np.int64)
             x2, o2 = x.reshape(-1, x.shape[-1]), out.reshape(-1, w.shape[1])
-            n = self._blockwise(o2, 1, LINEAR_BLOCK, lambda a, o: xf.linear_block(a, w, addend, t_y, o), x2)
-            return out, n
+            gemm = self._u8_gemm(p)
+            if gemm is not None:
+                scale = p["u8_scale"]
+                fn = lambda a, o: xf.linear_block_u8(a, gemm, scale, addend, t_y, o)  # noqa: E731
+            else:
+                fn = lambda a, o: xf.linear_block(a, w, addend, t_y, o)  # noqa: E731
+            return out, self._blockwise(o2, 1, LINEAR_BLOCK, fn, x2)
         if not xf.cast_ok(t_y):
             return None
         if op == "MatMul":

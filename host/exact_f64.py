@@ -122,6 +122,20 @@ def linear_block(x: np.ndarray, weight: np.ndarray, addend: np.ndarray | None, t
     return store(acc, t, out)
 
 
+def linear_block_u8(x: np.ndarray, gemm, scale, addend: np.ndarray | None, t: FixedType, out: np.ndarray) -> int:
+    """``linear_block`` with the integer product on onnxruntime's u8 GEMM (host.u8gemm): x @ W = 256 Y_h + Y_l
+    exactly; then times ``scale`` = 2**(col_align - k) (a power of two per column, or one) plus ``addend``:
+    the same exact accumulator on t's grid as ``linear_block`` (same bound, checked by the caller)."""
+    y_h, y_l = gemm.halves(x)
+    acc = np.multiply(y_h, 256.0, dtype=np.float64)
+    acc += y_l
+    acc *= scale
+    if addend is not None:
+        acc += addend
+    np.floor(acc, out=acc)
+    return store(acc, t, out)
+
+
 def matmul_block(a: np.ndarray, b: np.ndarray, b_transposed: bool, scale: float, add: float, t: FixedType,
                  out: np.ndarray) -> int:
     """Stacked activation x activation product a @ b (or a @ b^T when b_transposed: b holds (..., N, K)),

@@ -69,7 +69,11 @@ def check_same(g, feeds, op):
 
 @pytest.mark.parametrize("rounding,overflow", MODES)
 @pytest.mark.parametrize("signed_out", [True, False])
-def test_linear(rounding, overflow, signed_out):
+@pytest.mark.parametrize("engine", ["u8", "f64"])
+def test_linear(rounding, overflow, signed_out, engine, monkeypatch):
+    """int8 weights x int16 activations: the u8 GEMM (host.u8gemm) or, with it disabled, the float64 product."""
+    if engine == "f64":
+        monkeypatch.setattr(E.u8gemm, "eligible", lambda *a: False)
     rng = np.random.default_rng(0)
     tx = FixedType(16, 6, True, "RND", "SAT")
     k, n = 40, 24
@@ -86,7 +90,27 @@ def test_linear(rounding, overflow, signed_out):
         x[0, 0] = tx.max_code
         x[0, 1] = tx.min_code
         total += sum(check_same(g, {"x": x}, "Linear").values())
+        used_u8 = Emulator(g)
+        used_u8.run_batch({"x": x[None]})
+        assert (used_u8._prepared["layer"].get("u8_gemm") is not None) == (engine == "u8")
     assert total > 0  # some outputs overflowed: the saturate/wrap branches ran
+
+
+def test_u8_gemm_extremes():
+    """256 Y_h + Y_l == x @ w in int64 at the range ends and a long K (partial sums far beyond int16)."""
+    from fpgaformer.host.u8gemm import U8Gemm, eligible
+
+    rng = np.random.default_rng(5)
+    k = 4096
+    w = rng.integers(-128, 128, (k, 16))
+    w[:, 0], w[:, 1] = -128, 127
+    assert eligible(w, -(1 << 15), (1 << 15) - 1) and not eligible(w * 2, 0, 10) and not eligible(w, 0, 1 << 15)
+    gemm = U8Gemm(w)
+    assert gemm.ok
+    x = rng.integers(-(1 << 15), 1 << 15, (9, k))
+    x[0], x[1], x[2] = -(1 << 15), (1 << 15) - 1, -1
+    y_h, y_l = gemm.halves(x)
+    np.testing.assert_array_equal(256 * y_h.astype(np.int64) + y_l, x @ w)
 
 
 @pytest.mark.parametrize("rounding,overflow", MODES)
