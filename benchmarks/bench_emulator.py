@@ -27,14 +27,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 
 
-def timed_side_by_side(fns: dict, rounds: int = 5) -> dict:
+def timed_side_by_side(fns: dict, rounds: int = 5, pause: float = 0.3) -> dict:
     """Median seconds of each function, the calls interleaved round by round (after one warm-up each), so
-    that a slow spell of the machine hits every contender alike."""
+    that a slow spell of the machine hits every contender alike. Each call starts after a short pause:
+    onnxruntime's worker threads spin-wait for a while after a run and would otherwise slow whatever runs
+    next."""
     for fn in fns.values():
         fn()
     times = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
+            time.sleep(pause)
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)

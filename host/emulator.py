@@ -39,13 +39,14 @@ as integer v at F fractional bits into t (rounding and overflow modes of t), cou
 
 Overflows (saturations and wraps) are counted per layer in ``Emulator.overflows``.
 
-Two implementations of the same math: the int64 kernels below (the reference, ``Emulator(graph, fast=False)``)
-and, by default, ``host.exact_f64``: the same integer arithmetic carried out in float64 wherever a static
-bound from the operand types shows every intermediate below 2**53 (then float64 is exact; the module doc
-gives the argument), in blocks of rows spread over ``threads`` worker threads (default: the CPUs this process
-may use), with BLAS held to one thread per block meanwhile (threadpoolctl, when installed). Layers whose types
-or bounds fall outside it run the reference kernel. Both give the same codes and overflow counts, bit for bit
-(tests/host/test_emulator_fast.py).
+Two implementations of the same math: the int64 numpy kernels below (the reference,
+``Emulator(graph, fast=False)``) and, by default for tensors of at least ``FAST_MIN`` elements, the fused
+kernels of ``host.fused`` (numba): the same integer operations in one compiled pass per tensor, with matrix
+products on exact engines (float64 BLAS while every partial sum is below 2**53; int8 x int16 products on
+onnxruntime's u8 GEMM, ``host.u8gemm``), in blocks of rows spread over ``threads`` worker threads (default:
+the CPUs this process may use) with BLAS held to one thread per block (threadpoolctl). Layers whose types or
+bounds fall outside them run the reference kernel; without numba every layer does. Both give the same codes
+and overflow counts, bit for bit (tests/host/test_emulator_fast.py).
 """
 
 from __future__ import annotations
@@ -58,8 +59,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import exact_f64 as xf
-from . import reference, u8gemm
+from . import fused, reference, u8gemm
 from .fixed import FixedType, cast_count, quantize, quantize_count, to_float
 from .graph import Graph, Layer
 
@@ -217,6 +217,7 @@ class Emulator:
         if self.threads is None:
             self.threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self.threads = max(1, int(self.threads))
+        self.fast = self.fast and fused.available()  # without numba: the reference kernels
         self._pool: ThreadPoolExecutor | None = None
         self.types = {name: ftype(t.fixed) for name, t in self.graph.tensors.items()}
         self._prepared: dict[str, dict] = {}
@@ -250,51 +251,43 @@ class Emulator:
                 p["bias_aligned"] = _align_to(p["bias"], p["bias_frac"], p["frac"])
                 shifted += float(_abs_max(p["bias_aligned"]))
             p["float_exact"] = shifted < EXACT_FLOAT
-            t_x = self.types[layer.inputs[0]]
-            if t_x is not None and xf.cast_ok(t_x):  # the fast path's own bound: max |code| of x's type
-                bound = float(layer.params["weight"].shape[0]) * xf.code_bound(t_x) * float(_abs_max(p["weight"]))
-                bound *= 2.0 ** int(np.max(p["col_align"], initial=0) if p["col_align"] is not None else 0)
-                bound += float(_abs_max(p["bias_aligned"])) if "bias_aligned" in p else 0.0
-                self._prepare_fast_linear(p, bound, t_x, self.types[layer.output])
+            if self.fast and self.types[layer.inputs[0]] is not None:
+                self._prepare_fast_linear(p, self.types[layer.inputs[0]], self.types[layer.output])
         elif layer.op in ("GELU", "SiLU"):
             t_in = ftype(q["in_type"])
             p["lut"] = unary_table(lambda v: UNARY[layer.op](v, layer.attrs), t_in, self.types[layer.output])
             p["in_type"] = t_in
-            self._prepare_fast_table(p, self.types[layer.inputs[0]])
+            if self.fast:
+                self._prepare_fast_table(p, self.types[layer.inputs[0]])
         elif layer.op in ("LayerNorm", "RMSNorm"):
             n = self.graph.tensors[layer.inputs[0]].shape[-1]
             p["rs"] = rsqrt_table(q["table_bits"], q["p_bits"], n)
         return p
 
-    def _prepare_fast_linear(self, p: dict, bound: float, t_x: FixedType, t_y: FixedType) -> None:
-        """Float64 constants of the fast Linear: x @ weight_x + addend_x is the exact accumulator already on
-        t_y's grid (k = frac - F(t_y) bits to drop): weight_x = W * 2**(col_align - k) and addend_x =
-        (bias aligned + RND's 2**(k-1)) * 2**-k are exact (powers of two), and every partial sum is below
-        2**53 in units of 2**-frac when bound (K * max|code of x's type| * max|W| * 2**max(col_align) +
-        max|bias|) plus the half, scaled by 2**-k where k < 0, is below 2**53."""
-        if not (self.fast and xf.cast_ok(t_y)):
-            return
+    def _prepare_fast_linear(self, p: dict, t_x: FixedType, t_y: FixedType) -> None:
+        """Constants of the fused Linear (host.fused): the epilogue's column shifts, aligned bias and cast,
+        and whether the u8 GEMM applies. Taken when every accumulator is exact: K * max|code of x's type| *
+        max|W| * 2**max(col_align) + max|bias| < 2**53 (a float64 BLAS product of integers is then exact in
+        any summation order), and the int64 epilogue cannot overflow (the bound times 2**-k < 2**62)."""
         k = p["frac"] - t_y.frac
-        add = (2.0 ** (k - 1)) if (t_y.rounding == "RND" and k > 0) else 0.0
-        if (bound + add) * 2.0 ** max(0, -k) >= EXACT_FLOAT:
+        col = p["col_align"] if p["col_align"] is not None else np.zeros(p["weight"].shape[1], np.int64)
+        bias = p.get("bias_aligned", np.zeros(p["weight"].shape[1], np.int64))
+        bound = p["weight"].shape[0] * fused.code_bound(t_x) * float(_abs_max(p["weight"])) * \
+            2.0 ** int(col.max(initial=0)) + float(_abs_max(bias))
+        if not (fused.cast_ok(t_x) and fused.cast_ok(t_y)) or bound >= EXACT_FLOAT or bound * 2.0 ** -k >= INT_SAFE:
             return
-        w = p["weight_f"] if p["scale_f"] is None else p["weight_f"] * p["scale_f"]
-        p["weight_x"] = np.ascontiguousarray(w * 2.0 ** -k)
-        if u8gemm.eligible(p["weight"], *xf.code_range(t_x)):  # int8 x int16: the u8 GEMM (built on first use)
-            p["u8_scale"] = (p["scale_f"] if p["scale_f"] is not None else 1.0) * 2.0 ** -k
-        addend = np.full(p["weight"].shape[1], add)
-        if "bias_aligned" in p:
-            addend = addend + p["bias_aligned"].astype(np.float64)
-        p["addend_x"] = addend * 2.0 ** -k if np.any(addend) else None
+        p["epilogue"] = (np.ascontiguousarray(col, np.int64), np.ascontiguousarray(bias, np.int64),
+                         *fused.cast_args(k, t_y))
+        p["u8"] = u8gemm.eligible(p["weight"], *fused.code_range(t_x))  # int8 x int16: the u8 GEMM
 
     def _prepare_fast_table(self, p: dict, t_x: FixedType | None) -> None:
         """GELU/SiLU on a narrow input (<= 20 bits): compose the input cast and the table into one table over
         every code of x's type, built with the reference cast (``exact_cast``) itself; the codes whose cast
         overflows form the two ends of that range (rounding is monotone), kept as [sat_lo, sat_hi]."""
-        if not (self.fast and t_x is not None and xf.cast_ok(t_x) and t_x.width <= 20):
+        if not (t_x is not None and fused.cast_ok(t_x) and t_x.width <= 20):
             return
         t_in = p["in_type"]
-        lo, hi = xf.code_range(t_x)
+        lo, hi = fused.code_range(t_x)
         codes = np.arange(lo, hi + 1, dtype=np.int64)
         wide = FixedType(62, 62 - t_in.frac, True, t_in.rounding, "WRAP")  # the same rounding, no overflow
         rounded = exact_cast(codes, t_x.frac, wide)[0]
@@ -409,166 +402,137 @@ class Emulator:
         return self._run_reference(layer, env)
 
     # ------------------------------------------------------------------------------------ fast path
-    def _blocks(self, shape: tuple[int, ...], core: int, per_block: int) -> list[tuple[int, int, int]]:
-        """(axis, lo, hi) row blocks of an output of this shape: split along the longest leading axis (all
-        but the ``core`` last axes) into about size / per_block blocks, a multiple of the thread count when
-        there is enough work for more than one thread."""
-        axis = xf.split_axis(shape, core)
-        if axis < 0:
-            return [(-1, 0, 0)]
-        size = int(np.prod(shape))
-        parts = max(1, -(-size // per_block))
-        if self.threads > 1 and size >= 2 * MIN_BLOCK:
-            parts = -(-max(parts, self.threads) // self.threads) * self.threads
-        return [(axis, lo, hi) for lo, hi in xf.spans(shape[axis], parts)]
+    def _blockwise(self, fn, out: np.ndarray, *arrays: np.ndarray, per_block: int | None = None) -> int:
+        """fn(*row blocks of arrays, row block of out) -> overflow count, over blocks of whole rows (axis 0)
+        of about ``per_block`` output elements, a multiple of the thread count when there is enough work;
+        the blocks run on the worker threads."""
+        rows, per_block = out.shape[0], per_block or BLOCK
+        parts = max(1, min(rows, -(-out.size // per_block)))
+        if self.threads > 1 and out.size >= 2 * MIN_BLOCK:
+            parts = min(rows, -(-max(parts, self.threads) // self.threads) * self.threads)
+        edges = [rows * i // parts for i in range(parts + 1)]
+        blocks = [(lo, hi) for lo, hi in zip(edges, edges[1:]) if hi > lo]
 
-    def _map(self, fn, blocks) -> int:
-        """Run fn(axis, lo, hi) -> overflow count on every block (on the worker threads when several)."""
+        def one(block):
+            lo, hi = block
+            return fn(*(a[lo:hi] for a in arrays), out[lo:hi])
         if len(blocks) == 1 or self.threads == 1:
-            return sum(fn(*b) for b in blocks)
+            return sum(map(one, blocks))
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="fpgaformer-emulator")
-        return sum(self._pool.map(lambda b: fn(*b), blocks))
-
-    def _blockwise(self, out: np.ndarray, core: int, per_block: int, fn, *arrays) -> int:
-        """Apply fn(*blocks of arrays, out block) over row blocks of ``out`` (arrays share out's leading
-        shape); whole arrays when the output has no leading axis."""
-        blocks = self._blocks(out.shape, core, per_block)
-        if not blocks or blocks[0][0] < 0:
-            return fn(*arrays, out)
-        return self._map(lambda axis, lo, hi: fn(*(xf.block(a, axis, lo, hi) for a in arrays),
-                                                   xf.block(out, axis, lo, hi)), blocks)
+        return sum(self._pool.map(one, blocks))
 
     def _u8_gemm(self, p: dict):
         """The layer's u8 GEMM (host.u8gemm), made on first use; None where not eligible, where onnxruntime
         is missing or where its self-check failed (the float64 product is used then)."""
-        if "u8_scale" not in p:
-            return None
         if "u8_gemm" not in p:
-            try:
-                gemm = u8gemm.U8Gemm(p["weight"])
-            except ImportError:
-                gemm = None
+            gemm = None
+            if p.get("u8"):
+                try:
+                    gemm = u8gemm.U8Gemm(p["weight"])
+                except ImportError:
+                    pass
             p["u8_gemm"] = gemm if gemm is not None and gemm.ok else None
         return p["u8_gemm"]
 
     def _run_fast(self, layer: Layer, env: dict) -> tuple[np.ndarray, int] | None:
-        """The float64 kernels of host.exact_f64, or None where a type or bound needs the reference."""
+        """The fused kernels of host.fused on (rows, last axis) matrices, or None where a type, a shape or a
+        bound needs the reference kernel."""
         op, p, q = layer.op, self._prepared[layer.name], layer.attrs.get("quant", {})
         t_y = self.types[layer.output]
         x = env[layer.inputs[0]]
         t_x = self.types.get(layer.inputs[0])
-        if t_x is None or x.dtype != np.int64 or not x.size or not xf.cast_ok(t_x):
-            return None  # empty tensors (e.g. a decoder's first step) take the reference kernels
-        if op == "Linear":
-            if "weight_x" not in p:
-                return None
-            w, addend = p["weight_x"], p["addend_x"]
-            out = np.empty((*x.shape[:-1], w.shape[1]), np.int64)
-            x2, o2 = x.reshape(-1, x.shape[-1]), out.reshape(-1, w.shape[1])
-            gemm = self._u8_gemm(p)
-            if gemm is not None:
-                scale = p["u8_scale"]
-                fn = lambda a, o: xf.linear_block_u8(a, gemm, scale, addend, t_y, o)  # noqa: E731
-            else:
-                fn = lambda a, o: xf.linear_block(a, w, addend, t_y, o)  # noqa: E731
-            return out, self._blockwise(o2, 1, LINEAR_BLOCK, fn, x2)
-        if not xf.cast_ok(t_y):
+        if t_x is None or x.dtype != np.int64 or not fused.cast_ok(t_x) or not fused.cast_ok(t_y):
             return None
-        if op == "MatMul":
-            b = env[layer.inputs[1]]
-            t_b = self.types[layer.inputs[1]]
-            trans = bool(layer.attrs.get("transpose_b"))
-            if t_b is None or b.dtype != np.int64 or not xf.cast_ok(t_b) or x.ndim < 2 or b.ndim != x.ndim \
-                    or x.shape[:-2] != b.shape[:-2]:
+        if op == "Linear":
+            if "epilogue" not in p:
                 return None
-            kdim = x.shape[-1]
-            n_out = b.shape[-2] if trans else b.shape[-1]
-            if (b.shape[-1] if trans else b.shape[-2]) != kdim:
+            epi, gemm, weight = p["epilogue"], self._u8_gemm(p), p["weight_f"]
+            out = np.empty((*x.shape[:-1], weight.shape[1]), np.int64)
+
+            def fn(a, o):
+                if gemm is not None:
+                    return fused.linear_u8(*gemm.halves(a), *epi, o)
+                return fused.from_float(a.astype(np.float64) @ weight, *epi, o)
+            return out, self._blockwise(fn, *_rows(out, x), per_block=LINEAR_BLOCK)
+        if op == "MatMul":
+            b, t_b = env[layer.inputs[1]], self.types[layer.inputs[1]]
+            trans = bool(layer.attrs.get("transpose_b"))
+            if t_b is None or b.dtype != np.int64 or not fused.cast_ok(t_b) or x.ndim < 2 or b.ndim != x.ndim \
+                    or x.shape[:-2] != b.shape[:-2] or (b.shape[-1] if trans else b.shape[-2]) != x.shape[-1]:
                 return None
             k = t_x.frac + t_b.frac - t_y.frac
-            add = xf.half(k, t_y)
-            if (kdim * xf.code_bound(t_x) * xf.code_bound(t_b) + add * 2.0 ** k) * 2.0 ** max(0, -k) >= EXACT_FLOAT:
-                return None
-            out = np.empty((*x.shape[:-1], n_out), np.int64)
-            scale = 2.0 ** -k
-            n = self._blockwise(out, 2, MATMUL_BLOCK,
-                                lambda a, bb, o: xf.matmul_block(a, bb, trans, scale, add, t_y, o), x, b)
-            return out, n
+            bound = x.shape[-1] * fused.code_bound(t_x) * fused.code_bound(t_b)
+            if bound >= EXACT_FLOAT or bound * 2.0 ** -k >= INT_SAFE:
+                return None  # the float64 product must be exact, the int64 cast must not overflow
+            n = b.shape[-2] if trans else b.shape[-1]
+            out = np.empty((*x.shape[:-1], n), np.int64)
+            cast, zeros = fused.cast_args(k, t_y), np.zeros(n, np.int64)
+
+            def fn(a, bb, o):  # stacks of matrices: (..., m, K) @ (..., K, n), or (..., n, K) transposed
+                bf = bb.astype(np.float64)  # (copies of strided views are made here, on the worker threads)
+                acc = np.matmul(a.astype(np.float64), np.swapaxes(bf, -1, -2) if trans else bf)
+                return fused.from_float(acc.reshape(-1, n), zeros, zeros, *cast, o.reshape(-1, n))
+            # blocks along the first axis (the batch); one sequence: along its stack of matrices (heads)
+            arrays = (out, x, b) if x.shape[0] > 1 else [a.reshape(-1, *a.shape[-2:]) for a in (out, x, b)]
+            return out, self._blockwise(fn, *arrays, per_block=MATMUL_BLOCK)
         if op in ("Add", "Mul"):
             if "const" in p:
                 b, fb = p["const"], p["const_frac"]
                 if "const_slice" in layer.attrs:
                     axis, start, stop = layer.attrs["const_slice"]
                     b = np.take(b, np.arange(start, stop), axis=axis)
-                b_bound = float(np.max(np.abs(b))) if b.size else 0.0
+                b_bound = float(_abs_max(b))
             else:
                 b, t_b = env[layer.inputs[1]], self.types.get(layer.inputs[1])
-                if t_b is None or b.dtype != np.int64 or not xf.cast_ok(t_b):
+                if t_b is None or not fused.cast_ok(t_b):
                     return None
-                fb, b_bound = t_b.frac, xf.code_bound(t_b)
+                fb, b_bound = t_b.frac, fused.code_bound(t_b)
             if b.dtype != np.int64 or np.broadcast_shapes(x.shape, b.shape) != x.shape:
                 return None
-            x_bound = xf.code_bound(t_x)
-            if op == "Mul":
-                k = t_x.frac + fb - t_y.frac
-                total = x_bound * b_bound
-            else:
-                frac = max(t_x.frac, fb)
-                k = frac - t_y.frac
-                total = x_bound * 2.0 ** (frac - t_x.frac) + b_bound * 2.0 ** (frac - fb)
-            add = xf.half(k, t_y)
-            if (total + add * 2.0 ** k) * 2.0 ** max(0, -k) >= EXACT_FLOAT:
+            frac = t_x.frac + fb if op == "Mul" else max(t_x.frac, fb)
+            ax, ab = (0, 0) if op == "Mul" else (frac - t_x.frac, frac - fb)
+            x_bound = fused.code_bound(t_x)
+            bound = x_bound * b_bound if op == "Mul" else x_bound * 2.0 ** ax + b_bound * 2.0 ** ab
+            if bound * 2.0 ** max(0, t_y.frac - frac) >= INT_SAFE:  # int64 arithmetic must not overflow
                 return None
             out = np.empty(x.shape, np.int64)
-            bb = np.broadcast_to(b, x.shape)
-            if op == "Mul":
-                sb = 2.0 ** (t_y.frac - t_x.frac - fb)
-                fn = lambda a, c, o: xf.affine_block(a, 1.0, c, sb, True, add, t_y, o)  # noqa: E731
-            else:
-                sx, sb = 2.0 ** (t_y.frac - t_x.frac), 2.0 ** (t_y.frac - fb)
-                fn = lambda a, c, o: xf.affine_block(a, sx, c, sb, False, add, t_y, o)  # noqa: E731
-            return out, self._blockwise(out, 0, ELTWISE_BLOCK, fn, x, bb)
+            mul, cast = op == "Mul", fused.cast_args(frac - t_y.frac, t_y)
+            fn = lambda a, c, o: fused.add_mul(a, c, mul, ax, ab, *cast, o)  # noqa: E731
+            return out, self._blockwise(fn, *_rows(out, x, np.broadcast_to(b, x.shape)))
         if op == "Softmax":
             keep = env[layer.inputs[1]] if len(layer.inputs) > 1 and layer.inputs[1] else None
             if keep is not None and (keep.dtype != bool or np.broadcast_shapes(x.shape, keep.shape) != x.shape):
                 return None
             k, size, e_bits, r_bits = q["exp_k"], q["exp_size"], q["exp_bits"], q["recip_bits"]
-            total_bits = e_bits + t_y.frac + r_bits
-            if total_bits > 52 or t_x.width > 52 or e_bits > 52 or x.shape[-1] * 2.0 ** e_bits >= EXACT_FLOAT:
-                return None
-            if "exp_f" not in p:
-                p["exp_f"] = exp_table(k, size, e_bits).astype(np.float64)
-            table, step = p["exp_f"], 2.0 ** (k - t_x.frac)
+            if "exp" not in p:
+                p["exp"] = exp_table(k, size, e_bits)
+            exp, shift, left = p["exp"], abs(t_x.frac - k), k > t_x.frac
             out = np.empty(x.shape, np.int64)
-            numer, out_scale, y_max = 1 << total_bits, 2.0 ** -(e_bits + r_bits), t_y.max_code
-            arrays = (x,) if keep is None else (x, np.broadcast_to(keep, x.shape))
-
-            def fn(a, *rest):
-                xf.softmax_block(a, rest[0] if keep is not None else None, step, table, numer, out_scale, y_max,
-                                 rest[-1])
-                return 0
-            return out, self._blockwise(out, 1, ELTWISE_BLOCK, fn, *arrays)
+            fn = lambda a, kk, o: fused.softmax(a, kk, shift, left, exp, e_bits, r_bits,  # noqa: E731
+                                                t_y.frac, t_y.max_code, o)
+            return out, self._blockwise(fn, *_rows(out, x, np.broadcast_to(True if keep is None else keep,
+                                                                           x.shape)))
         if op in ("GELU", "SiLU"):
-            if "table_x" not in p or not x.size:
+            if "table_x" not in p:
                 return None
-            offset, sat_lo, sat_hi = p["table_x_range"]
-            table = p["table_x"]
-            if int(x.min()) < offset or int(x.max()) >= offset + table.shape[0]:
-                return None
+            (offset, sat_lo, sat_hi), table = p["table_x_range"], p["table_x"]  # every code of x's type
             out = np.empty(x.shape, np.int64)
-            return out, self._blockwise(out, 0, ELTWISE_BLOCK,
-                                        lambda a, o: xf.table_block(a, table, offset, sat_lo, sat_hi, o), x)
+            fn = lambda a, o: fused.table(a, offset, table, sat_lo, sat_hi, o)  # noqa: E731
+            return out, self._blockwise(fn, *_rows(out, x))
         if op in ("LayerNorm", "RMSNorm"):
+            frac = q["z_frac"] + p["gamma_frac"]
+            if frac < t_y.frac or q["p_bits"] < q["z_frac"]:  # the reference's shifts, non-negative
+                return None
+            n = x.shape[-1]
+            beta = np.zeros(n, np.int64) if p.get("beta") is None else (
+                _frac_align(p["beta"], p["beta_frac"], frac) if p["beta_frac"] <= frac
+                else p["beta"] >> np.int64(p["beta_frac"] - frac))
+            args = (op == "LayerNorm", q["pre_shift"], q["eps_q"], q["table_bits"], q["p_bits"], q["z_frac"], p["rs"],
+                    np.broadcast_to(p["gamma"], (n,)).astype(np.int64), np.broadcast_to(beta, (n,)).astype(np.int64),
+                    *fused.cast_args(frac - t_y.frac, t_y))
             out = np.empty(x.shape, np.int64)
-
-            def fn(a, o):
-                y, frac = norm_kernel(a, t_x.frac, q, p["gamma"], p["gamma_frac"], p.get("beta"),
-                                      p.get("beta_frac", 0), p["rs"], op == "LayerNorm")
-                r, count = exact_cast(y, frac, t_y)
-                o[...] = r
-                return count
-            return out, self._blockwise(out, 1, ELTWISE_BLOCK, fn, x)
+            return out, self._blockwise(lambda a, o: fused.norm(a, *args, o), *_rows(out, x))
         return None
 
     # ------------------------------------------------------------------------------ reference path
@@ -657,15 +621,14 @@ class Emulator:
 
 
 FAST_OPS = frozenset({"Linear", "MatMul", "Add", "Mul", "Softmax", "GELU", "SiLU", "LayerNorm", "RMSNorm"})
-# block sizes (output elements): large enough that numpy's per-call overhead is small, small enough that a
-# block's temporaries stay in cache; blocks run on the worker threads when there are at least two of them
+# block sizes (output elements): a block's rows are one task for a worker thread
 LINEAR_BLOCK = 1 << 17
 MATMUL_BLOCK = 1 << 16
-ELTWISE_BLOCK = 1 << 15
+BLOCK = 1 << 15
 MIN_BLOCK = 1 << 13
+INT_SAFE = 2.0 ** 62  # magnitude below which the fused kernels' int64 arithmetic cannot overflow
 # below this many input elements (a decoder's one-token step, one short sequence) the reference kernels are
-# faster: fewer numpy calls per layer and no thread hand-off. Measured: char decoder step 5.3 -> 3.1 ms,
-# MiniLM seq 16 one sequence 48 -> 35 ms; MiniLM seq 128 one sequence (>= 49k elements) stays fast (0.18 s)
+# faster: fewer calls per layer and no thread hand-off
 FAST_MIN = 1 << 15
 
 _BLAS = None
@@ -686,6 +649,13 @@ def _one_blas_thread():
         return
     with _BLAS.limit(limits=1, user_api="blas"):
         yield
+
+
+def _rows(*arrays: np.ndarray) -> list[np.ndarray]:
+    """Arrays of one shape as (rows, last axis) matrices for a row-wise fused kernel: views where numpy can
+    merge the axes (the first array, a fresh output, always; a broadcast input stays a zero-stride view),
+    else copies (inputs only)."""
+    return [a.reshape(-1, a.shape[-1]) for a in arrays]
 
 
 def _align_to(codes: np.ndarray, frac: int, target: int) -> np.ndarray:

@@ -1,8 +1,8 @@
 """Exact integer matrix product of 16-bit activation codes and 8-bit weight codes on onnxruntime's u8 x u8 GEMM.
 
-Why: a float64 BLAS product is exact (host.exact_f64) but runs at float64 speed; onnxruntime's
-``MatMulInteger`` on uint8 operands (MLAS) accumulates in int32 and runs about 3x faster than float64 DGEMM
-on the 2-core AVX2 reference machine (one thread: 5.5 ms against 18.5 ms for 512x384 @ 384x1536).
+Why: a float64 BLAS product of integer codes is exact while partial sums stay below 2**53, but runs at float64
+speed; onnxruntime's ``MatMulInteger`` on uint8 operands (MLAS) accumulates in int32 and runs about 3x faster
+than float64 DGEMM on the 2-core AVX2 reference machine (one thread: 5.5 ms against 18.5 ms for 512x384 @ 384x1536).
 
 The math. Activation codes x in [-2**15, 2**15) are split into bytes, x = 256 h + l with h = x >> 8 in
 [-128, 128) and l = x & 255 in [0, 256); weight codes w in [-128, 128). Both operands go in as uint8 with zero

@@ -1,4 +1,5 @@
-"""The emulator's float64 fast path (host.exact_f64, threaded row blocks) against its int64 reference kernels.
+"""The emulator's fast path (host.fused kernels, exact GEMM engines, threaded row blocks) against its int64
+reference kernels.
 
 Each test builds a one-layer quantized graph and runs it with ``Emulator(fast=False)`` (the reference) and with
 the fast path on several threads and tiny row blocks (so that every block boundary and the thread pool are
@@ -25,7 +26,7 @@ MODES = list(itertools.product(["TRN", "RND"], ["SAT", "WRAP"]))
 @pytest.fixture(autouse=True)
 def tiny_blocks(monkeypatch):
     """Blocks of a few rows: many blocks per layer, spread over the worker threads."""
-    for name in ("LINEAR_BLOCK", "MATMUL_BLOCK", "ELTWISE_BLOCK"):
+    for name in ("LINEAR_BLOCK", "MATMUL_BLOCK", "BLOCK"):
         monkeypatch.setattr(E, name, 97)
     monkeypatch.setattr(E, "MIN_BLOCK", 16)
     monkeypatch.setattr(E, "FAST_MIN", 0)  # small test tensors take the fast path too
