@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -219,6 +220,7 @@ class Emulator:
         self.threads = max(1, int(self.threads))
         self.fast = self.fast and fused.available()  # without numba: the reference kernels
         self._pool: ThreadPoolExecutor | None = None
+        self._free: dict[tuple[int, ...], list[np.ndarray]] = {}  # released outputs, by shape (``_alloc``)
         self.types = {name: ftype(t.fixed) for name, t in self.graph.tensors.items()}
         self._prepared: dict[str, dict] = {}
         self._batched = False  # set by run_batch: a leading axis of N sequences on every tensor
@@ -334,10 +336,24 @@ class Emulator:
                 self.overflows[layer.name] = self.overflows.get(layer.name, 0) + count
             if drop is not None:
                 for name in drop[i]:
-                    env.pop(name, None)
+                    self._release(env.pop(name, None))
                 if layer.output not in keep and layer.output not in self._consumed():
-                    env.pop(layer.output, None)
+                    self._release(env.pop(layer.output, None))
         return env
+
+    def _alloc(self, shape: tuple[int, ...]) -> np.ndarray:
+        """An int64 output array: a released one of this shape when there is one (no fresh pages to fault
+        in), else a new one."""
+        free = self._free.get(tuple(shape))
+        return free.pop() if free else np.empty(shape, np.int64)
+
+    def _release(self, value) -> None:
+        """Keep a dropped tensor's memory for ``_alloc`` when nothing else refers to it: an int64 array that
+        owns its data and has no views (a view holds a reference to its base), with ``run``'s ``keep`` only
+        (without it every tensor is returned to the caller)."""
+        if isinstance(value, np.ndarray) and value.base is None and value.dtype == np.int64 \
+                and value.flags.c_contiguous and sys.getrefcount(value) <= 2 and value.size >= FAST_MIN:
+            self._free.setdefault(value.shape, []).append(value)
 
     def _consumed(self) -> set[str]:
         if not hasattr(self, "_consumed_names"):
@@ -448,7 +464,7 @@ class Emulator:
             if "epilogue" not in p:
                 return None
             epi, gemm, weight = p["epilogue"], self._u8_gemm(p), p["weight_f"]
-            out = np.empty((*x.shape[:-1], weight.shape[1]), np.int64)
+            out = self._alloc((*x.shape[:-1], weight.shape[1]))
 
             def fn(a, o):
                 if gemm is not None:
@@ -466,7 +482,7 @@ class Emulator:
             if bound >= EXACT_FLOAT or bound * 2.0 ** -k >= INT_SAFE:
                 return None  # the float64 product must be exact, the int64 cast must not overflow
             n = b.shape[-2] if trans else b.shape[-1]
-            out = np.empty((*x.shape[:-1], n), np.int64)
+            out = self._alloc((*x.shape[:-1], n))
             cast, zeros = fused.cast_args(k, t_y), np.zeros(n, np.int64)
 
             def fn(a, bb, o):  # stacks of matrices: (..., m, K) @ (..., K, n), or (..., n, K) transposed
@@ -496,7 +512,7 @@ class Emulator:
             bound = x_bound * b_bound if op == "Mul" else x_bound * 2.0 ** ax + b_bound * 2.0 ** ab
             if bound * 2.0 ** max(0, t_y.frac - frac) >= INT_SAFE:  # int64 arithmetic must not overflow
                 return None
-            out = np.empty(x.shape, np.int64)
+            out = self._alloc(x.shape)
             mul, cast = op == "Mul", fused.cast_args(frac - t_y.frac, t_y)
             fn = lambda a, c, o: fused.add_mul(a, c, mul, ax, ab, *cast, o)  # noqa: E731
             return out, self._blockwise(fn, *_rows(out, x, np.broadcast_to(b, x.shape)))
@@ -508,7 +524,7 @@ class Emulator:
             if "exp" not in p:
                 p["exp"] = exp_table(k, size, e_bits)
             exp, shift, left = p["exp"], abs(t_x.frac - k), k > t_x.frac
-            out = np.empty(x.shape, np.int64)
+            out = self._alloc(x.shape)
             fn = lambda a, kk, o: fused.softmax(a, kk, shift, left, exp, e_bits, r_bits,  # noqa: E731
                                                 t_y.frac, t_y.max_code, o)
             return out, self._blockwise(fn, *_rows(out, x, np.broadcast_to(True if keep is None else keep,
@@ -517,7 +533,7 @@ class Emulator:
             if "table_x" not in p:
                 return None
             (offset, sat_lo, sat_hi), table = p["table_x_range"], p["table_x"]  # every code of x's type
-            out = np.empty(x.shape, np.int64)
+            out = self._alloc(x.shape)
             fn = lambda a, o: fused.table(a, offset, table, sat_lo, sat_hi, o)  # noqa: E731
             return out, self._blockwise(fn, *_rows(out, x))
         if op in ("LayerNorm", "RMSNorm"):
@@ -531,7 +547,7 @@ class Emulator:
             args = (op == "LayerNorm", q["pre_shift"], q["eps_q"], q["table_bits"], q["p_bits"], q["z_frac"], p["rs"],
                     np.broadcast_to(p["gamma"], (n,)).astype(np.int64), np.broadcast_to(beta, (n,)).astype(np.int64),
                     *fused.cast_args(frac - t_y.frac, t_y))
-            out = np.empty(x.shape, np.int64)
+            out = self._alloc(x.shape)
             return out, self._blockwise(lambda a, o: fused.norm(a, *args, o), *_rows(out, x))
         return None
 

@@ -226,6 +226,35 @@ def test_run_batch_equals_runs_fast_and_reference():
         np.testing.assert_array_equal(only_y["y"][i], want["y"])
 
 
+def test_reused_buffers_never_touch_returned_tensors():
+    """With keep=, dropped tensors' memory is reused by later runs: earlier results must stay as they were,
+    and every run must equal a fresh emulator's."""
+    rng = np.random.default_rng(8)
+    tx, th = FixedType(16, 6, True, "RND", "SAT"), FixedType(16, 8, True, "RND", "SAT")
+    w = rng.uniform(-1, 1, (24, 24))
+    quant = {"quant": {"weight_type": FixedType(8, 1, True, "RND_CONV", "SAT").to_dict()}}
+    layers = [Layer("a", "Linear", ["x"], ["h1"], quant, {"weight": w}),
+              Layer("b", "Linear", ["h1"], ["h2"], quant, {"weight": w.T}),
+              Layer("c", "Add", ["h1", "h2"], ["y"], {"quant": {}}),
+              Layer("d", "Reshape", ["h2"], ["r"], {"shape": [1, 240]})]
+    g = Graph(["x"], ["y", "r"], {"x": tensor("x", (1, 10, 24), tx), "h1": tensor("h1", (1, 10, 24), th),
+                                  "h2": tensor("h2", (1, 10, 24), th), "y": tensor("y", (1, 10, 24), th),
+                                  "r": tensor("r", (1, 240), th)}, layers)
+    emu = Emulator(g, threads=2)
+    kept = []
+    for _ in range(4):
+        xs = edge_codes(tx, (6, 1, 10, 24), rng)
+        got = emu.run_batch({"x": xs}, keep=["y", "r"])
+        want = Emulator(g, threads=2).run_batch({"x": xs}, keep=["y", "r"])
+        for name in ("y", "r"):
+            np.testing.assert_array_equal(got[name], want[name])
+        kept.append(({k: v for k, v in got.items()}, {k: v.copy() for k, v in got.items()}))
+    assert any(emu._free.values())  # memory was recycled
+    for held, copies in kept:
+        for name in held:
+            np.testing.assert_array_equal(held[name], copies[name])
+
+
 def test_empty_rows():
     """Zero rows (a decoder's empty cache slice): the same empty result as the reference."""
     tx = FixedType(16, 6, True, "RND", "SAT")
