@@ -40,13 +40,13 @@ as integer v at F fractional bits into t (rounding and overflow modes of t), cou
 Overflows (saturations and wraps) are counted per layer in ``Emulator.overflows``.
 
 Two implementations of the same math: the int64 numpy kernels below (the reference,
-``Emulator(graph, fast=False)``) and, by default for tensors of at least ``FAST_MIN`` elements, the fused
-kernels of ``host.fused`` (numba): the same integer operations in one compiled pass per tensor, with matrix
-products on exact engines (float64 BLAS while every partial sum is below 2**53; int8 x int16 products on
-onnxruntime's u8 GEMM, ``host.u8gemm``), in blocks of rows spread over ``threads`` worker threads (default:
-the CPUs this process may use) with BLAS held to one thread per block (threadpoolctl). Layers whose types or
-bounds fall outside them run the reference kernel; without numba every layer does. Both give the same codes
-and overflow counts, bit for bit (tests/host/test_emulator_fast.py).
+``Emulator(graph, fast=False)``) and, by default, the fused kernels of ``host.fused`` (numba): the same
+integer operations in one compiled pass per tensor, with matrix products on exact engines (float64 BLAS while
+every partial sum is below 2**53; int8 x int16 products on onnxruntime's u8 GEMM, ``host.u8gemm``), in
+blocks of rows spread over ``threads`` worker threads (default: the CPUs this process may use) with BLAS
+held to one thread per block (threadpoolctl). Layers whose types or bounds fall outside them run the
+reference kernel; without numba every layer does. Both give the same codes and overflow counts, bit for bit
+(tests/host/test_emulator_fast.py).
 """
 
 from __future__ import annotations
@@ -352,7 +352,7 @@ class Emulator:
         owns its data and has no views (a view holds a reference to its base), with ``run``'s ``keep`` only
         (without it every tensor is returned to the caller)."""
         if isinstance(value, np.ndarray) and value.base is None and value.dtype == np.int64 \
-                and value.flags.c_contiguous and sys.getrefcount(value) <= 2 and value.size >= FAST_MIN:
+                and value.flags.c_contiguous and sys.getrefcount(value) <= 2:
             self._free.setdefault(value.shape, []).append(value)
 
     def _consumed(self) -> set[str]:
@@ -411,7 +411,7 @@ class Emulator:
         return {name: env[name] for name in self.graph.outputs}
 
     def _run_layer(self, layer: Layer, env: dict) -> tuple[np.ndarray, int]:
-        if self.fast and layer.op in FAST_OPS and env[layer.inputs[0]].size >= FAST_MIN:
+        if self.fast and layer.op in FAST_OPS:
             done = self._run_fast(layer, env)
             if done is not None:
                 return done
@@ -458,8 +458,8 @@ class Emulator:
         t_y = self.types[layer.output]
         x = env[layer.inputs[0]]
         t_x = self.types.get(layer.inputs[0])
-        if t_x is None or x.dtype != np.int64 or not fused.cast_ok(t_x) or not fused.cast_ok(t_y):
-            return None
+        if t_x is None or x.dtype != np.int64 or not x.size or not fused.cast_ok(t_x) or not fused.cast_ok(t_y):
+            return None  # empty tensors (a decoder's first step) take the reference kernels
         if op == "Linear":
             if "epilogue" not in p:
                 return None
@@ -474,8 +474,9 @@ class Emulator:
         if op == "MatMul":
             b, t_b = env[layer.inputs[1]], self.types[layer.inputs[1]]
             trans = bool(layer.attrs.get("transpose_b"))
-            if t_b is None or b.dtype != np.int64 or not fused.cast_ok(t_b) or x.ndim < 2 or b.ndim != x.ndim \
-                    or x.shape[:-2] != b.shape[:-2] or (b.shape[-1] if trans else b.shape[-2]) != x.shape[-1]:
+            if t_b is None or b.dtype != np.int64 or not b.size or not fused.cast_ok(t_b) or x.ndim < 2 \
+                    or b.ndim != x.ndim or x.shape[:-2] != b.shape[:-2] \
+                    or (b.shape[-1] if trans else b.shape[-2]) != x.shape[-1]:
                 return None
             k = t_x.frac + t_b.frac - t_y.frac
             bound = x.shape[-1] * fused.code_bound(t_x) * fused.code_bound(t_b)
@@ -643,9 +644,6 @@ MATMUL_BLOCK = 1 << 16
 BLOCK = 1 << 15
 MIN_BLOCK = 1 << 13
 INT_SAFE = 2.0 ** 62  # magnitude below which the fused kernels' int64 arithmetic cannot overflow
-# below this many input elements (a decoder's one-token step, one short sequence) the reference kernels are
-# faster: fewer calls per layer and no thread hand-off
-FAST_MIN = 1 << 15
 
 _BLAS = None
 
