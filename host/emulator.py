@@ -40,7 +40,8 @@ as integer v at F fractional bits into t (rounding and overflow modes of t), cou
 Overflows (saturations and wraps) are counted per layer in ``Emulator.overflows``.
 
 Two implementations of the same math: the int64 numpy kernels below (the reference,
-``Emulator(graph, fast=False)``) and, by default, the fused kernels of ``host.fused`` (numba): the same
+``Emulator(graph, fast=False)``) and, by default for tensors of at least ``FAST_MIN`` elements, the fused
+kernels of ``host.fused`` (numba): the same
 integer operations in one compiled pass per tensor, with matrix products on exact engines (float64 BLAS while
 every partial sum is below 2**53; int8 x int16 products on onnxruntime's u8 GEMM, ``host.u8gemm``), in
 blocks of rows spread over ``threads`` worker threads (default: the CPUs this process may use) with BLAS
@@ -411,7 +412,7 @@ class Emulator:
         return {name: env[name] for name in self.graph.outputs}
 
     def _run_layer(self, layer: Layer, env: dict) -> tuple[np.ndarray, int]:
-        if self.fast and layer.op in FAST_OPS:
+        if self.fast and layer.op in FAST_OPS and env[layer.inputs[0]].size >= FAST_MIN:
             done = self._run_fast(layer, env)
             if done is not None:
                 return done
@@ -455,7 +456,7 @@ class Emulator:
         """The fused kernels of host.fused on (rows, last axis) matrices, or None where a type, a shape or a
         bound needs the reference kernel."""
         op, p, q = layer.op, self._prepared[layer.name], layer.attrs.get("quant", {})
-        t_y = self.types[layer.output]
+        t_y, K = self.types[layer.output], fused.jit()
         x = env[layer.inputs[0]]
         t_x = self.types.get(layer.inputs[0])
         if t_x is None or x.dtype != np.int64 or not x.size or not fused.cast_ok(t_x) or not fused.cast_ok(t_y):
@@ -468,8 +469,8 @@ class Emulator:
 
             def fn(a, o):
                 if gemm is not None:
-                    return fused.linear_u8(*gemm.halves(a), *epi, o)
-                return fused.from_float(a.astype(np.float64) @ weight, *epi, o)
+                    return K.linear_u8(*gemm.halves(a), *epi, o)
+                return K.from_float(a.astype(np.float64) @ weight, *epi, o)
             return out, self._blockwise(fn, *_rows(out, x), per_block=LINEAR_BLOCK)
         if op == "MatMul":
             b, t_b = env[layer.inputs[1]], self.types[layer.inputs[1]]
@@ -489,7 +490,7 @@ class Emulator:
             def fn(a, bb, o):  # stacks of matrices: (..., m, K) @ (..., K, n), or (..., n, K) transposed
                 bf = bb.astype(np.float64)  # (copies of strided views are made here, on the worker threads)
                 acc = np.matmul(a.astype(np.float64), np.swapaxes(bf, -1, -2) if trans else bf)
-                return fused.from_float(acc.reshape(-1, n), zeros, zeros, *cast, o.reshape(-1, n))
+                return K.from_float(acc.reshape(-1, n), zeros, zeros, *cast, o.reshape(-1, n))
             # blocks along the first axis (the batch); one sequence: along its stack of matrices (heads)
             arrays = (out, x, b) if x.shape[0] > 1 else [a.reshape(-1, *a.shape[-2:]) for a in (out, x, b)]
             return out, self._blockwise(fn, *arrays, per_block=MATMUL_BLOCK)
@@ -515,7 +516,7 @@ class Emulator:
                 return None
             out = self._alloc(x.shape)
             mul, cast = op == "Mul", fused.cast_args(frac - t_y.frac, t_y)
-            fn = lambda a, c, o: fused.add_mul(a, c, mul, ax, ab, *cast, o)  # noqa: E731
+            fn = lambda a, c, o: K.add_mul(a, c, mul, ax, ab, *cast, o)  # noqa: E731
             return out, self._blockwise(fn, *_rows(out, x, np.broadcast_to(b, x.shape)))
         if op == "Softmax":
             keep = env[layer.inputs[1]] if len(layer.inputs) > 1 and layer.inputs[1] else None
@@ -526,7 +527,7 @@ class Emulator:
                 p["exp"] = exp_table(k, size, e_bits)
             exp, shift, left = p["exp"], abs(t_x.frac - k), k > t_x.frac
             out = self._alloc(x.shape)
-            fn = lambda a, kk, o: fused.softmax(a, kk, shift, left, exp, e_bits, r_bits,  # noqa: E731
+            fn = lambda a, kk, o: K.softmax(a, kk, shift, left, exp, e_bits, r_bits,  # noqa: E731
                                                 t_y.frac, t_y.max_code, o)
             return out, self._blockwise(fn, *_rows(out, x, np.broadcast_to(True if keep is None else keep,
                                                                            x.shape)))
@@ -535,7 +536,7 @@ class Emulator:
                 return None
             (offset, sat_lo, sat_hi), table = p["table_x_range"], p["table_x"]  # every code of x's type
             out = self._alloc(x.shape)
-            fn = lambda a, o: fused.table(a, offset, table, sat_lo, sat_hi, o)  # noqa: E731
+            fn = lambda a, o: K.table(a, offset, table, sat_lo, sat_hi, o)  # noqa: E731
             return out, self._blockwise(fn, *_rows(out, x))
         if op in ("LayerNorm", "RMSNorm"):
             frac = q["z_frac"] + p["gamma_frac"]
@@ -549,7 +550,7 @@ class Emulator:
                     np.broadcast_to(p["gamma"], (n,)).astype(np.int64), np.broadcast_to(beta, (n,)).astype(np.int64),
                     *fused.cast_args(frac - t_y.frac, t_y))
             out = self._alloc(x.shape)
-            return out, self._blockwise(lambda a, o: fused.norm(a, *args, o), *_rows(out, x))
+            return out, self._blockwise(lambda a, o: K.norm(a, *args, o), *_rows(out, x))
         return None
 
     # ------------------------------------------------------------------------------ reference path
@@ -644,6 +645,9 @@ MATMUL_BLOCK = 1 << 16
 BLOCK = 1 << 15
 MIN_BLOCK = 1 << 13
 INT_SAFE = 2.0 ** 62  # magnitude below which the fused kernels' int64 arithmetic cannot overflow
+# Smaller tensors (a decoder's one-token step) take the reference kernels: there the two are about as fast,
+# and a process that never meets a larger tensor never loads the compiled kernels (about 0.6 s).
+FAST_MIN = 1 << 15
 
 _BLAS = None
 

@@ -29,6 +29,7 @@ def tiny_blocks(monkeypatch):
     for name in ("LINEAR_BLOCK", "MATMUL_BLOCK", "BLOCK"):
         monkeypatch.setattr(E, name, 97)
     monkeypatch.setattr(E, "MIN_BLOCK", 16)
+    monkeypatch.setattr(E, "FAST_MIN", 0)  # small test tensors take the fast path too
 
 
 def tensor(name, shape, t: FixedType | None, dtype="float32"):
