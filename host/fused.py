@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import importlib.util
 
-import numpy as np
-
 
 def available() -> bool:
     """numba is installed (numpy-only environments, e.g. a board's image, run the reference kernels)."""
