@@ -77,6 +77,16 @@ def _frac_align(codes: np.ndarray, frac: int, target: int) -> np.ndarray:
     return codes << np.int64(target - frac) if target > frac else codes
 
 
+def _at_frac(codes: np.ndarray, frac: int, target: int) -> np.ndarray:
+    """Codes at ``frac`` fractional bits moved to ``target``: exact when adding bits, floor when dropping."""
+    return _frac_align(codes, frac, target) if frac <= target else codes >> np.int64(frac - target)
+
+
+def code_bound(t: FixedType) -> float:
+    """max |code| of a tensor of type t."""
+    return float(max(-t.min_code, t.max_code))
+
+
 def exact_cast(acc: np.ndarray, frac: int, t: FixedType) -> tuple[np.ndarray, int]:
     """cast of the exact value acc * 2**-frac into t (acc may need up to 63 bits).
 
@@ -173,7 +183,7 @@ def norm_kernel(x: np.ndarray, fx: int, q: dict, gamma: np.ndarray, fg: int, bet
     y = z * gamma  # frac fz + fg
     frac = fz + fg
     if beta is not None:
-        y = y + _frac_align(beta, fb, frac) if fb <= frac else y + (beta >> np.int64(fb - frac))
+        y = y + _at_frac(beta, fb, frac)
     return y, frac
 
 
@@ -228,6 +238,12 @@ class Emulator:
         self._batched_layers: dict[tuple[str, int], Layer] = {}
         for layer in self.graph.layers:
             self._prepared[layer.name] = self._prepare(layer)
+        # for ``run(keep=...)``: tensors some layer reads, and per layer those it is the last to read
+        self._consumed = {n for layer in self.graph.layers for n in layer.inputs if n}
+        last = {n: i for i, layer in enumerate(self.graph.layers) for n in layer.inputs if n}
+        self._last_use: list[list[str]] = [[] for _ in self.graph.layers]
+        for name, i in last.items():
+            self._last_use[i].append(name)
 
     # ----------------------------------------------------------------------------- constant preparation
     def _prepare(self, layer: Layer) -> dict:
@@ -243,9 +259,10 @@ class Emulator:
             shifts = np.asarray(q.get("weight_col_shift", 0), dtype=np.int64)
             p["weight"] = quantize(layer.params["weight"] * np.ldexp(1.0, shifts), base)
             p["col_align"] = (shifts.max(initial=0) - shifts) if shifts.ndim else None
-            p["frac"] = self.types[layer.inputs[0]].frac + base.frac + int(shifts.max(initial=0))
-            p["bound"] = float(layer.params["weight"].shape[0]) * \
-                2.0 ** (self.types[layer.inputs[0]].width - 1) * float(_abs_max(p["weight"]))
+            t_x = self.types[layer.inputs[0]]
+            p["frac"] = t_x.frac + base.frac + int(shifts.max(initial=0))
+            # |x @ W| <= K * max|code of x's type| * max|W|; with the column shifts and the bias: ``shifted``
+            p["bound"] = float(layer.params["weight"].shape[0]) * code_bound(t_x) * float(_abs_max(p["weight"]))
             p["weight_f"] = np.ascontiguousarray(p["weight"], dtype=np.float64)
             # the column shifts and the bias applied in float64 too, while every value stays < 2**53
             p["scale_f"] = None if p["col_align"] is None else np.ldexp(1.0, p["col_align"])
@@ -254,8 +271,8 @@ class Emulator:
                 p["bias_aligned"] = _align_to(p["bias"], p["bias_frac"], p["frac"])
                 shifted += float(_abs_max(p["bias_aligned"]))
             p["float_exact"] = shifted < EXACT_FLOAT
-            if self.fast and self.types[layer.inputs[0]] is not None:
-                self._prepare_fast_linear(p, self.types[layer.inputs[0]], self.types[layer.output])
+            if self.fast:
+                self._prepare_fast_linear(p, shifted, t_x, self.types[layer.output])
         elif layer.op in ("GELU", "SiLU"):
             t_in = ftype(q["in_type"])
             p["lut"] = unary_table(lambda v: UNARY[layer.op](v, layer.attrs), t_in, self.types[layer.output])
@@ -267,21 +284,20 @@ class Emulator:
             p["rs"] = rsqrt_table(q["table_bits"], q["p_bits"], n)
         return p
 
-    def _prepare_fast_linear(self, p: dict, t_x: FixedType, t_y: FixedType) -> None:
+    def _prepare_fast_linear(self, p: dict, shifted: float, t_x: FixedType, t_y: FixedType) -> None:
         """Constants of the fused Linear (host.fused): the epilogue's column shifts, aligned bias and cast,
-        and whether the u8 GEMM applies. Taken when every accumulator is exact: K * max|code of x's type| *
-        max|W| * 2**max(col_align) + max|bias| < 2**53 (a float64 BLAS product of integers is then exact in
-        any summation order), and the int64 epilogue cannot overflow (the bound times 2**-k < 2**62)."""
+        and whether the u8 GEMM applies. Taken when every accumulator is exact: ``shifted`` (K * max|code of
+        x's type| * max|W| * 2**max(col_align) + max|bias|) < 2**53 (a float64 BLAS product of integers is
+        then exact in any summation order), and the int64 epilogue cannot overflow (shifted * 2**-k < 2**62)."""
         k = p["frac"] - t_y.frac
-        col = p["col_align"] if p["col_align"] is not None else np.zeros(p["weight"].shape[1], np.int64)
-        bias = p.get("bias_aligned", np.zeros(p["weight"].shape[1], np.int64))
-        bound = p["weight"].shape[0] * fused.code_bound(t_x) * float(_abs_max(p["weight"])) * \
-            2.0 ** int(col.max(initial=0)) + float(_abs_max(bias))
-        if not (fused.cast_ok(t_x) and fused.cast_ok(t_y)) or bound >= EXACT_FLOAT or bound * 2.0 ** -k >= INT_SAFE:
+        if not (fused.cast_ok(t_x) and fused.cast_ok(t_y)) or not p["float_exact"] or shifted * 2.0 ** -k >= INT_SAFE:
             return
+        n = p["weight"].shape[1]
+        col = p["col_align"] if p["col_align"] is not None else np.zeros(n, np.int64)
+        bias = p.get("bias_aligned", np.zeros(n, np.int64))
         p["epilogue"] = (np.ascontiguousarray(col, np.int64), np.ascontiguousarray(bias, np.int64),
                          *fused.cast_args(k, t_y))
-        p["u8"] = u8gemm.eligible(p["weight"], *fused.code_range(t_x))  # int8 x int16: the u8 GEMM
+        p["u8"] = u8gemm.eligible(p["weight"], t_x.min_code, t_x.max_code)  # int8 x int16: the u8 GEMM
 
     def _prepare_fast_table(self, p: dict, t_x: FixedType | None) -> None:
         """GELU/SiLU on a narrow input (<= 20 bits): compose the input cast and the table into one table over
@@ -290,7 +306,7 @@ class Emulator:
         if not (t_x is not None and fused.cast_ok(t_x) and t_x.width <= 20):
             return
         t_in = p["in_type"]
-        lo, hi = fused.code_range(t_x)
+        lo, hi = t_x.min_code, t_x.max_code
         codes = np.arange(lo, hi + 1, dtype=np.int64)
         wide = FixedType(62, 62 - t_in.frac, True, t_in.rounding, "WRAP")  # the same rounding, no overflow
         rounded = exact_cast(codes, t_x.frac, wide)[0]
@@ -327,8 +343,8 @@ class Emulator:
             missing = keep - set(self.types) - set(self.graph.inputs)
             if missing:
                 raise KeyError(f"no tensors named {sorted(missing)}")
-            drop = [[n for n in names if n not in keep] for names in self._last_use()]
-            for name in [n for n in self.graph.inputs if n not in keep and n not in self._consumed()]:
+            drop = [[n for n in names if n not in keep] for names in self._last_use]
+            for name in [n for n in self.graph.inputs if n not in keep and n not in self._consumed]:
                 env.pop(name, None)
         for i, layer in enumerate(self.graph.layers):
             out, count = self._run_layer(layer, env)
@@ -338,7 +354,7 @@ class Emulator:
             if drop is not None:
                 for name in drop[i]:
                     self._release(env.pop(name, None))
-                if layer.output not in keep and layer.output not in self._consumed():
+                if layer.output not in keep and layer.output not in self._consumed:
                     self._release(env.pop(layer.output, None))
         return env
 
@@ -355,24 +371,6 @@ class Emulator:
         if isinstance(value, np.ndarray) and value.base is None and value.dtype == np.int64 \
                 and value.flags.c_contiguous and sys.getrefcount(value) <= 2:
             self._free.setdefault(value.shape, []).append(value)
-
-    def _consumed(self) -> set[str]:
-        if not hasattr(self, "_consumed_names"):
-            self._consumed_names = {n for layer in self.graph.layers for n in layer.inputs if n}
-        return self._consumed_names
-
-    def _last_use(self) -> list[list[str]]:
-        """For each layer, the tensors whose last consumer it is."""
-        if not hasattr(self, "_last_use_names"):
-            last: dict[str, int] = {}
-            for i, layer in enumerate(self.graph.layers):
-                for n in layer.inputs:
-                    if n:
-                        last[n] = i
-            self._last_use_names = [[] for _ in self.graph.layers]
-            for n, i in last.items():
-                self._last_use_names[i].append(n)
-        return self._last_use_names
 
     def run_batch(self, feeds: dict[str, np.ndarray], keep=None) -> dict[str, np.ndarray]:
         """Execute N sequences at once: every feed has a leading axis N before the graph's own shape.
@@ -480,7 +478,7 @@ class Emulator:
                     or (b.shape[-1] if trans else b.shape[-2]) != x.shape[-1]:
                 return None
             k = t_x.frac + t_b.frac - t_y.frac
-            bound = x.shape[-1] * fused.code_bound(t_x) * fused.code_bound(t_b)
+            bound = x.shape[-1] * code_bound(t_x) * code_bound(t_b)
             if bound >= EXACT_FLOAT or bound * 2.0 ** -k >= INT_SAFE:
                 return None  # the float64 product must be exact, the int64 cast must not overflow
             n = b.shape[-2] if trans else b.shape[-1]
@@ -505,12 +503,12 @@ class Emulator:
                 b, t_b = env[layer.inputs[1]], self.types.get(layer.inputs[1])
                 if t_b is None or not fused.cast_ok(t_b):
                     return None
-                fb, b_bound = t_b.frac, fused.code_bound(t_b)
+                fb, b_bound = t_b.frac, code_bound(t_b)
             if b.dtype != np.int64 or np.broadcast_shapes(x.shape, b.shape) != x.shape:
                 return None
             frac = t_x.frac + fb if op == "Mul" else max(t_x.frac, fb)
             ax, ab = (0, 0) if op == "Mul" else (frac - t_x.frac, frac - fb)
-            x_bound = fused.code_bound(t_x)
+            x_bound = code_bound(t_x)
             bound = x_bound * b_bound if op == "Mul" else x_bound * 2.0 ** ax + b_bound * 2.0 ** ab
             if bound * 2.0 ** max(0, t_y.frac - frac) >= INT_SAFE:  # int64 arithmetic must not overflow
                 return None
@@ -543,9 +541,7 @@ class Emulator:
             if frac < t_y.frac or q["p_bits"] < q["z_frac"]:  # the reference's shifts, non-negative
                 return None
             n = x.shape[-1]
-            beta = np.zeros(n, np.int64) if p.get("beta") is None else (
-                _frac_align(p["beta"], p["beta_frac"], frac) if p["beta_frac"] <= frac
-                else p["beta"] >> np.int64(p["beta_frac"] - frac))
+            beta = np.zeros(n, np.int64) if p.get("beta") is None else _at_frac(p["beta"], p["beta_frac"], frac)
             args = (op == "LayerNorm", q["pre_shift"], q["eps_q"], q["table_bits"], q["p_bits"], q["z_frac"], p["rs"],
                     np.broadcast_to(p["gamma"], (n,)).astype(np.int64), np.broadcast_to(beta, (n,)).astype(np.int64),
                     *fused.cast_args(frac - t_y.frac, t_y))

@@ -36,20 +36,8 @@ def cast_ok(t) -> bool:
     return t.rounding in ("TRN", "RND") and t.overflow in ("SAT", "WRAP") and t.width <= 52
 
 
-def code_range(t) -> tuple[int, int]:
-    """[lo, hi] of the codes a SAT or WRAP type holds."""
-    return (-(1 << (t.width - 1)), (1 << (t.width - 1)) - 1) if t.signed else (0, (1 << t.width) - 1)
-
-
-def code_bound(t) -> float:
-    """max |code| of a tensor of type t."""
-    lo, hi = code_range(t)
-    return float(max(-lo, hi))
-
-
 def cast_args(k: int, t) -> tuple:
     """(k, half, lo, hi, saturate, width, signed): ``_cast`` of values at F(t) + k fractional bits into t;
     half = 2**(k-1) for RND when bits are dropped (k > 0), else 0."""
-    lo, hi = code_range(t)
-    return (k, (1 << (k - 1)) if (t.rounding == "RND" and k > 0) else 0, lo, hi, t.overflow == "SAT", t.width,
-            bool(t.signed))
+    half = (1 << (k - 1)) if (t.rounding == "RND" and k > 0) else 0
+    return k, half, t.min_code, t.max_code, t.overflow == "SAT", t.width, bool(t.signed)
