@@ -191,9 +191,8 @@ def make_static(model: onnx.ModelProto, seq_len: int | None = None, context: int
                         "maximum positions), and that onnxruntime supports every op in it.") from None
     removed = strip_cache(model, caches)
     fold_shape_nodes(model, measured)
-    drop_empty_concat_inputs(model)
     model = fold_constants(model)
-    drop_empty_concat_inputs(model)
+    drop_empty_concat_inputs(model)  # Concat(past, new) with past folded to an empty constant
     fold_remaining_constants(model)
     model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
     complete_value_info(model, measured)
