@@ -36,20 +36,22 @@ def test_unknown_preset_on_the_command_line(tmp_path, capsys):
     assert not (tmp_path / "b").exists()
 
 
-def test_calibration_names_must_match(tmp_path, capsys):
-    np.savez(tmp_path / "c.npz", input=np.zeros((2, 1, 3, 4), np.float32))
+def _compile_with_calib(tmp_path, capsys, **arrays) -> tuple[int, str]:
+    """compile the small model with a calibration file holding ``arrays``: (exit code, stderr)."""
+    np.savez(tmp_path / "c.npz", **arrays)
     code = main(["compile", str(linear_model(tmp_path / "m.onnx")), "-o", str(tmp_path / "b"),
                  "--calib", str(tmp_path / "c.npz")])
-    err = capsys.readouterr().err
+    return code, capsys.readouterr().err
+
+
+def test_calibration_names_must_match(tmp_path, capsys):
+    code, err = _compile_with_calib(tmp_path, capsys, input=np.zeros((2, 1, 3, 4), np.float32))
     assert code == 2 and "'x'" in err and "input" in err and "missing" in err
     assert not (tmp_path / "b").exists()
 
 
 def test_calibration_shapes_must_match(tmp_path, capsys):
-    np.savez(tmp_path / "c.npz", x=np.zeros((2, 1, 5, 4), np.float32))
-    code = main(["compile", str(linear_model(tmp_path / "m.onnx")), "-o", str(tmp_path / "b"),
-                 "--calib", str(tmp_path / "c.npz")])
-    err = capsys.readouterr().err
+    code, err = _compile_with_calib(tmp_path, capsys, x=np.zeros((2, 1, 5, 4), np.float32))
     assert code == 2 and "(2, 1, 5, 4)" in err and "(N, 1, 3, 4)" in err
 
 
