@@ -91,7 +91,7 @@ def fix_dims(model: onnx.ModelProto, seq_len: int | None, context: int | None = 
             continue
         dims = inp.type.tensor_type.shape.dim
         if inp.name in caches and all(d.HasField("dim_value") and d.dim_value > 0 for d in dims[1:]):
-            raise UserError(f"KV-cache input {inp.name!r} has a fixed shape {[d.dim_value for d in dims]}; "
+            raise UserError(f"KV-cache input {inp.name!r} has a fixed shape {[d.dim_param or d.dim_value for d in dims]}; "
                             "export it with a dynamic past length (dynamic_axes / dynamic_shapes) so fpgaformer "
                             "can compile it over the whole context.")
         for axis, dim in enumerate(dims):
