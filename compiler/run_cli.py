@@ -32,17 +32,30 @@ def open_engine(build: Path, emulate: bool, via_pynq: bool = False, timeout: flo
     try:
         if (build / CONTRACT_FILE).is_file():
             contract = Contract.load(build)
-        elif emulate:
+        elif emulate and not csim:
             contract = make_contract(graph, manifest)
             log(f"note: {build} has no {CONTRACT_FILE} (run `fpgaformer build {build} --board NAME`); emulating "
                 "the overlay for a generic Zynq UltraScale+ board")
         else:
             raise ContractError(f"{build} has no overlay: run `fpgaformer build {build} --board NAME` and the "
                                 "vendor tools it prints, or use --emulate")
-        if emulate:
+        if csim:
+            from ..host.csim_device import CsimDevice
+
+            if not (build / CONTRACT_FILE).is_file():
+                raise ContractError(f"{build} has no overlay to C-simulate: run `fpgaformer build {build} "
+                                    "--board NAME` first")
+            device = CsimDevice(_overlay_library(build, log), graph, coherence=coherence)
+            device.load(build, contract=contract, graph=graph)
+            if via_pynq:
+                from ..host.pynq_device import PynqDevice
+
+                device = PynqDevice(sim=device)
+                device.load(build, contract=contract)
+        elif emulate:
             from ..host.sim_device import SimDevice
 
-            sim = SimDevice(graph, coherence=coherence, compute=_csim_factory() if csim else None)
+            sim = SimDevice(graph, coherence=coherence)
             sim.load(build, contract=contract, graph=graph)
             if via_pynq:
                 from ..host.pynq_device import PynqDevice
@@ -66,17 +79,18 @@ def open_engine(build: Path, emulate: bool, via_pynq: bool = False, timeout: flo
         raise UserError(str(e)) from None
 
 
-def _csim_factory():
-    """Kernels computed by the hls4ml backend's C-simulation library instead of the emulator."""
+def _overlay_library(build: Path, log) -> Path:
+    """The BUILD's generated overlay compiled for C simulation (g++; reused while its sources are unchanged)."""
     try:
-        from .backend import csim
+        from .backend.overlay import compile_overlay
+        from .backend.csim import CompileError
+        from .backend.hls4ml import BackendError
     except ImportError as e:
         raise UserError(f"C simulation is not available ({e}); install fpgaformer[hls] and g++") from None
-    factory = getattr(csim, "runner_for_graph", None)
-    if factory is None:
-        raise UserError("this fpgaformer's HLS backend has no whole-graph C-simulation runner yet; "
-                        "run without --csim (the emulator is bit-identical to C simulation)")
-    return factory
+    try:
+        return compile_overlay(build, progress=lambda m: print(f"C simulation: {m}", file=sys.stderr))
+    except (BackendError, CompileError) as e:
+        raise UserError(f"the overlay of {build} cannot be C-simulated: {e}") from None
 
 
 def _device_errors():
@@ -226,11 +240,13 @@ def _device_args(p) -> None:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--emulate", action="store_true", help="the emulated overlay (SimDevice), no board")
     where.add_argument("--board", action="store_true", help="the overlay on this board's PL (pynq)")
+    where.add_argument("--csim", action="store_true",
+                       help="the generated overlay (fpgaformer_top, ff_model, kernels) compiled with g++ and driven "
+                            "through the same register and DMA model (needs `fpgaformer build` first)")
     p.add_argument("--via-pynq", action="store_true",
-                   help="with --emulate: drive the emulated overlay through the real pynq package")
+                   help="with --emulate or --csim: drive the simulated overlay through the real pynq package")
     p.add_argument("--coherence", choices=("shared", "strict"), default="shared",
                    help="emulated memory: shared (non-cacheable) or strict (cacheable / PYNQ.remote)")
-    p.add_argument("--csim", action="store_true", help="with --emulate: compute with the C-simulation library")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds a launch may take before it is reset")
 
 

@@ -283,21 +283,15 @@ class SimDevice(Device):
         data = np.concatenate([p.data for p in self.in_fifo]) if self.in_fifo else np.zeros(0, np.uint8)
         arrival = max([p.time for p in self.in_fifo], default=self.cycles)
         self.in_fifo.clear()
-        status = P.STATUS_OK if data.size == want else P.STATUS_STREAM
-        data = np.concatenate([data, np.zeros(max(0, want - data.size), np.uint8)])[:want]
         t0 = time.perf_counter()
         try:
-            if mode == P.MODE_DECODE:
-                records, status2, cycles = self._decode_launch(in_rec, data, n, argmax)
-            else:
-                records, status2, cycles = self._encode_launch(in_rec, data, n)
+            records, status, cycles = self._compute(mode, n, argmax, in_rec, data, want)
         except LookupError as e:  # m_axi access outside memory: the kernel would hang on a bus error
             k.computed = True
             k.regs[self.kregs["status"]] = P.STATUS_RANGE
             raise DeviceError(f"kernel m_axi access failed: {e}") from None
         finally:
             self.stats["compute_wall_s"] += time.perf_counter() - t0
-        status = status or status2
         done = max(arrival, self.cycles) + cycles
         for rec in records:
             self.out_fifo.append(Packet(rec, True, done))
@@ -316,6 +310,17 @@ class SimDevice(Device):
                 k.isr |= 1
 
     # ---- computation (what the HLS kernels do, with the emulator as their bit-accurate model)
+    def _compute(self, mode: int, n: int, argmax: bool, in_rec: P.Record, data: np.ndarray, want: int):
+        """One launch on the input packet ``data`` (``want`` bytes expected): (output records, status,
+        cycles). A packet of the wrong length is a stream error; the kernel computes on it cut or padded."""
+        status = P.STATUS_OK if data.size == want else P.STATUS_STREAM
+        data = np.concatenate([data, np.zeros(max(0, want - data.size), np.uint8)])[:want]
+        if mode == P.MODE_DECODE:
+            records, status2, cycles = self._decode_launch(in_rec, data, n, argmax)
+        else:
+            records, status2, cycles = self._encode_launch(in_rec, data, n)
+        return records, status or status2, cycles
+
     def _graph_from_memory(self) -> Graph:
         """The design graph with the weights currently in gmem0 (rebuilt only when they change)."""
         c = self.contract

@@ -202,9 +202,11 @@ class KernelIO:
     cpp: str
     shape: tuple[int, ...]
     fixed: dict | None
+    ctype: str | None = None  # the port's C++ type as hls4ml wrote it (known once the project is written)
 
     def to_json(self) -> dict:
-        return {"tensor": self.tensor, "cpp": self.cpp, "shape": list(self.shape), "fixed": self.fixed}
+        return {"tensor": self.tensor, "cpp": self.cpp, "shape": list(self.shape), "fixed": self.fixed,
+                "ctype": self.ctype}
 
 
 @dataclass
@@ -330,6 +332,26 @@ def _lower_layer(layer: Layer, graph: Graph, emu: Emulator, aliases: dict[str, s
                       transpose_b=tb, frac=t_a.frac + t_b.frac, n_a=int(np.prod(a_shape)), n_b=int(np.prod(b_shape)))
         spec["ff_types"]["accum_t"] = f"ap_int<{min(64, _bits(bound))}>"
         spec["ff_function"] = "matmul"
+    elif op in ("Add", "Mul") and "const_slice" in layer.attrs:
+        # decoder step: the constant's row at `position` along its token axis (learned absolute positions)
+        t_a = _ftype(graph, layer.inputs[0])
+        axis, _, _ = (int(v) for v in layer.attrs["const_slice"])
+        full = np.asarray(layer.params["const"])
+        if int(np.prod(full.shape[:axis])) != 1:
+            raise BackendError(f"layer {layer.name!r}: a position table with leading dims is not supported")
+        sliced = list(full.shape)
+        sliced[axis] = 1
+        table_a, ia = _broadcast_index(in_shape(0), tuple(out.shape))
+        table_b, ib = _broadcast_index(tuple(sliced), tuple(out.shape))
+        consts.update(n_a=int(np.prod(in_shape(0))), n_b=int(full.size), n_bs=int(np.prod(sliced)),
+                      n_rows=int(full.shape[axis]), row_stride=int(np.prod(full.shape[axis + 1:])),
+                      n_out=int(np.prod(out.shape)), frac_a=t_a.frac, frac_b=int(p["const_frac"]),
+                      table_a=table_a, table_b=table_b, n_ia=ia.size, n_ib=ib.size)
+        weight("const", p["const"], arg=False)
+        spec["ff_const_inputs"].append("const")
+        weight("ia", ia, signed=False, alias="index_t")
+        weight("ib", ib, signed=False)
+        spec["ff_function"] = "add_row" if op == "Add" else "mul_row"
     elif op in ("Add", "Mul"):
         t_a = _ftype(graph, layer.inputs[0])
         if "const" in p:
@@ -493,10 +515,16 @@ class KernelProject:
 
     @classmethod
     def from_json(cls, d: dict, root: Path) -> "KernelProject":
-        io = lambda e: KernelIO(e["tensor"], e["cpp"], tuple(e["shape"]), e["fixed"])  # noqa: E731
+        io = lambda e: KernelIO(e["tensor"], e["cpp"], tuple(e["shape"]), e["fixed"], e.get("ctype"))  # noqa: E731
         path = root / path_component(d["path"])
         return cls(d["name"], path, identifier(d["project"]), [io(e) for e in d["inputs"]],
                    [io(e) for e in d["outputs"]], d.get("block"))
+
+
+def namespace_of(kernel_name: str) -> str:
+    """The C++ namespace a kernel project's code lives in (``ff_<kernel>``), so that several kernels link
+    into one overlay without their hls4ml names (``config2``, ``layer2_t``, weight arrays) colliding."""
+    return identifier(f"ff_{kernel_name}", "ff")
 
 
 def hls_config(kernel: LoweredKernel, out_dir: Path, backend: str, part: str, clock_ns: float) -> dict:
@@ -504,6 +532,7 @@ def hls_config(kernel: LoweredKernel, out_dir: Path, backend: str, part: str, cl
 
     config = create_config(output_dir=str(out_dir), project_name=kernel.name, backend=backend, part=part,
                            clock_period=clock_ns, io_type="io_parallel")
+    config["WriterConfig"] = {**config.get("WriterConfig", {}), "Namespace": namespace_of(kernel.name)}
     config["HLSConfig"] = {"Model": {"Precision": "ap_fixed<16,6>", "ReuseFactor": 1, "Strategy": "Latency",
                                      "BramFactor": 1_000_000_000},
                            "LayerName": kernel.layer_config}
@@ -539,6 +568,9 @@ def write_project(part: Partition, hls_root: Path, backend: str = DEFAULT_BACKEN
     out_dir = _inside(hls_root / path_component(dir_name or kernel.name), hls_root)
     model = build_model(kernel, out_dir, backend, part_name, clock_ns)
     model.write()
+    ports = kernel.inputs + kernel.outputs
+    for port, var in zip(ports, model.get_input_variables() + model.get_output_variables()):
+        port.ctype = var.type.precision.definition_cpp()  # what the top's prototype declares
     _parallel_build(out_dir / "build_lib.sh")
     project = KernelProject(kernel.name, out_dir, kernel.name, kernel.inputs, kernel.outputs, part.block)
     (out_dir / "kernel.json").write_text(json.dumps(project.to_json(), indent=1))
