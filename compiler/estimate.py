@@ -14,10 +14,18 @@ KV cache of length L = ``meta["context"]``). Embedding lookups run on the host (
 MAC stages (Linear x·W, MatMul a·b) with reuse factor RF, row = one query position:
   n_mult = ceil(row_macs / RF)                       row_macs = K·N (Linear), H·k·n (MatMul over heads)
   DSP    = n_mult · dsps_per_multiply / packing      (``boards.Board``: int8xint8 packs 2 per DSP48E2)
-  II_row = RF cycles;  interval = rows · RF;  depth = RF + ceil(log2 K) + 6;  latency = (rows-1)·RF + depth
+  II_row = RF cycles;  interval = rows · RF;  latency = (rows-1)·RF + depth
+  depth  = RF + 2 (on-chip Linear, Resource: the adder tree is folded into the II-1 reuse loop);
+           RF + ceil(log2 K / 2) (constant weights, below);  RF + ceil(log2 K) + 6 (streamed Linear, MatMul)
+  Constant weights: an on-chip Linear with strategy Latency, or Resource at RF 1 (depth-1 weight array ->
+  registers), has constant weights: products by zero weights vanish (n_mult = ceil((K·N - zeros)/RF)), and
+  constant products with a_bits + w_bits <= 16 are shift-adds in LUTs (0 DSP).
+  (Calibrated on published csynth reports of single hls4ml Dense layers: tests/data/hls4ml_synthesis_points.json,
+  benchmarks/bench_estimator_vs_synthesis.py; the constants and their evidence are at the top of the code.)
   LUT    = n_mult · acc_bits + 400,  FF = n_mult · (acc_bits + a_bits) + 600,  acc_bits = a + w + ceil(log2 K)
   Weights on chip, strategy Resource (hls4ml): one array of width n_mult·w_bits and depth RF·weight_sets
-  (BRAM18 in its best aspect ratio, or URAM 4096x72); strategy Latency: LUT ROM, n_mult·w_bits·ceil(depth/64)
+  (BRAM18 in its best aspect ratio, or URAM 4096x72; a weight array stays in LUTs only when <= 36 bits wide and
+  <= 64 deep, so wide shallow ones go to BRAM too); strategy Latency: LUT ROM, n_mult·w_bits·ceil(depth/64)
   LUTs; the input row is a partitioned register array (hls4ml io_parallel: FF += 2·K·a_bits). hls4ml's rule
   on valid reuse factors applies to on-chip Linear stages (``valid_reuse_factors``).
   Weights streamed (fpgaformer's own kernel): tiles of n_mult weights in ping-pong registers
@@ -36,7 +44,7 @@ Row stages (norms, softmax, activations, elementwise) with P lanes over lines of
   1,024 x 18 bit (1/sqrt for norms; exp per 2 lanes + 1 reciprocal for softmax; one per 2 lanes for GELU/SiLU)
   in BRAM18; multi-pass ops keep a ping-pong line buffer. A residual Add whose other input crosses an
   attention barrier buffers its skip input whole (ping-pong); otherwise a FIFO of min(rows, 2·C + 8) rows.
-Arrays of <= 4 kbit or depth <= 64 go to LUTRAM (width·ceil(depth/64) LUTs), depth <= 2 to registers, the
+Other arrays of <= 4 kbit or depth <= 64 go to LUTRAM (width·ceil(depth/64) LUTs), depth <= 2 to registers, the
 rest to BRAM18 in the best aspect ratio (512x36 ... 16Kx1) or URAM (4096x72), packing p words per physical
 word (width p·w, depth d/p) when that takes fewer blocks. URAM is used when BRAM would exceed the budget:
 arrays with the most BRAM saved per URAM move first, whole or as a share of their columns.
@@ -67,7 +75,23 @@ from .boards import Board
 from .errors import UserError
 from .precision import DEFAULT_PRESET, preset_bits
 
-MAC_DEPTH = 6
+MAC_DEPTH = 6                       # streamed-weight Linear and MatMul stages: depth = RF + log2 K + MAC_DEPTH
+# Calibrated against published csynth reports of single hls4ml Dense layers (tests/data/hls4ml_synthesis_points.json,
+# benchmarks/bench_estimator_vs_synthesis.py); evidence in the comments.
+RESOURCE_TAIL = 2                   # on-chip Resource Dense: latency = RF + 2 (uw-acme Vivado HLS 2019.x, RF 10..3200,
+                                    # K 3..3200: worst-case latency RF+1..RF+3; the adder tree is folded into the
+                                    # II-1 reuse loop, so it adds no log2 K stages)
+CONST_ADDS_PER_CYCLE = 2            # constant-weight Dense (Latency, or Resource at RF 1): depth = RF + ceil(log2 K / 2)
+                                    # (ArgyKokk Vitis 2021.1 at 300 MHz: K 3..274 -> 1..8 cycles; uw-acme 200 MHz: 1)
+FABRIC_MULT_BITS = 16               # a product by a CONSTANT weight with a_bits + w_bits <= 16 is built in LUTs (shift-
+                                    # add), not a DSP (ArgyKokk 8x8-bit constant weights: 0 DSP with the default
+                                    # binding; hls4ml CI baselines and uw-acme RF-1 layers, 16x16 / 18x18 constants:
+                                    # about one DSP per nonzero product). Non-constant 8x8 products (Resource, MatMul)
+                                    # keep the DSP model (packing, boards.py) that the roofline also assumes, although
+                                    # uw-acme's Resource 8x8 layers synthesised with 0 DSP (see the benchmark).
+ROM_LUT_MAX_WIDTH, ROM_LUT_MAX_DEPTH = 36, 64   # Resource weight ROMs stay in LUTs only when at most one BRAM18
+                                    # port wide and LUTRAM-deep; wider ones go to BRAM even when shallow (uw-acme:
+                                    # 24,576 x 32 -> 683 BRAM18 = width/36; 40 x 10 -> 2; 32 x 32 and 16 x 30 -> 0)
 STAGE_LUT, STAGE_FF = 400, 600
 AXI_LUT, AXI_FF, AXI_BRAM18 = 1800, 2600, 2
 SHELL = {"lut": 6000, "ff": 9000, "bram18": 8}
@@ -92,6 +116,7 @@ class Precision:
     name: str
     w_bits: int
     a_bits: int
+    acc_bits: int | None = None     # accumulator width; None: full precision a + w + ceil(log2 K)
 
     @classmethod
     def of(cls, name: str | None) -> "Precision":
@@ -127,6 +152,7 @@ class Work:
     line_width: int = 0          # residual Add: elements per row (FIFO width)
     input: str = ""              # first input tensor (Linear input buffers are shared per tensor)
     decode: bool = False         # per decoded token (rows 1, attention over the KV cache)
+    zeros: int = 0               # Linear: weights known to be zero (hls4ml ``n_zeros``; 0 when unknown)
 
     @property
     def macs(self) -> int:
@@ -316,6 +342,15 @@ class Stage:
         return self.instances * self.uses
 
 
+def dense_stage(n_in: int, n_out: int, reuse_factor: int = 1, strategy: str = "Resource", rows: int = 1,
+                n_zeros: int = 0, bias: bool = True, name: str = "dense") -> Stage:
+    """A one-layer Linear `Stage` (x[rows, n_in] · W[n_in, n_out], weights on chip) for costing a single
+    hls4ml Dense layer with `stage_cost` (see ``estimate_layer``)."""
+    work = Work(name, "Linear", None, None, "mac", rows=rows, row_macs=n_in * n_out, k=n_in,
+                weights=n_in * n_out, bias=n_out if bias else 0, zeros=n_zeros)
+    return Stage(work, [name], settings=Settings(reuse_factor=int(reuse_factor), strategy=strategy))
+
+
 # ---------------------------------------------------------------------------------------------- stage cost
 @dataclass
 class MemArray:
@@ -369,12 +404,24 @@ def _mac_cost(stage: Stage, board: Board, prec: Precision) -> StageCost:
     a = prec.a_bits
     b = prec.w_bits if w.op == "Linear" else prec.a_bits
     rf = max(1, min(int(s.reuse_factor), w.row_macs))
-    n_mult = math.ceil(w.row_macs / rf)
-    acc = acc_bits(a, b, w.k)
+    dense = w.op == "Linear" and s.weights != "streamed"     # an hls4ml Dense layer (calibrated)
+    # hls4ml Latency strategy, and Resource at RF 1 (a depth-1 weight array is partitioned into registers),
+    # make the weights constants: HLS drops the products by zero weights and keeps the others in the datapath.
+    const = dense and (s.strategy == "Latency" or rf == 1)
+    macs = max(1, w.row_macs - w.zeros) if const else w.row_macs
+    n_mult = math.ceil(macs / rf)
+    acc = prec.acc_bits or acc_bits(a, b, w.k)
     c = StageCost(parallel=n_mult, ii=rf, interval=w.rows * rf)
-    c.depth = rf + math.ceil(math.log2(max(w.k, 2))) + MAC_DEPTH
+    log2k = math.ceil(math.log2(max(w.k, 2)))
+    if const:
+        c.depth = rf + math.ceil(log2k / CONST_ADDS_PER_CYCLE)
+    elif dense:
+        c.depth = rf + RESOURCE_TAIL
+    else:
+        c.depth = rf + log2k + MAC_DEPTH
     c.latency = (w.rows - 1) * rf + c.depth
-    c.dsp = math.ceil(n_mult / board.packing(a, b)) * board.dsps_per_multiply(a, b)
+    fabric = const and a + b <= FABRIC_MULT_BITS   # shift-add in LUTs: no LUTs beyond the adder tree's
+    c.dsp = 0 if fabric else math.ceil(n_mult / board.packing(a, b)) * board.dsps_per_multiply(a, b)
     c.lut = n_mult * acc + STAGE_LUT
     c.ff = n_mult * (acc + a) + STAGE_FF
     chunk = s.row_chunk if 0 < s.row_chunk < w.rows else w.rows
@@ -495,7 +542,8 @@ def allocate(arrays: list[tuple[MemArray, int]], board: Board, budget: float,
     for i, (arr, n) in enumerate(arrays):
         if arr.depth <= 2:
             places.append(Placement(ff=arr.bits))
-        elif arr.bits <= 4096 or arr.depth <= 64:
+        elif (arr.width <= ROM_LUT_MAX_WIDTH and arr.depth <= ROM_LUT_MAX_DEPTH if arr.what == "weights"
+              else arr.bits <= 4096 or arr.depth <= 64):
             places.append(Placement(lut=arr.width * math.ceil(arr.depth / 64)))
         else:
             places.append(Placement(bram36=bram18_blocks(arr.width, arr.depth) / 2))

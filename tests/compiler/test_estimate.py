@@ -34,15 +34,17 @@ def linear_stage(rf, board=KV260, precision="w8a8", weights="on_chip", chunk=0, 
 
 
 # ------------------------------------------------------------------------------------------------- Linear
-# K=64, N=32, S=8 rows; int8 x int8 on a DSP48E2 packs 2 products per DSP; acc = 8 + 8 + log2(64) = 22 bits.
+# K=64, N=32, S=8 rows at w8a16 (8 x 16 products: one DSP each, no packing); acc = 16 + 8 + log2(64) = 30 bits.
+# Latency (hls4ml Dense, calibrated): Resource depth RF + RESOURCE_TAIL (2); at RF 1 the weights are constants:
+# depth 1 + ceil(log2(64) / CONST_ADDS_PER_CYCLE (2)) = 4.
 @pytest.mark.parametrize("rf, dsp, interval, latency", [
-    (1, 1024, 8, 20),          # n_mult 2048; latency (8-1)*1 + 1 + 6 + 6
-    (4, 256, 32, 44),          # n_mult 512;  7*4 + 4 + 12
-    (64, 16, 512, 524),        # n_mult 32;   7*64 + 64 + 12
-    (2048, 1, 16384, 16396),   # n_mult 1;    ceil(1/2) = 1 DSP
+    (1, 2048, 8, 11),          # n_mult 2048; latency (8-1)*1 + 1 + 3
+    (4, 512, 32, 34),          # n_mult 512;  7*4 + 4 + 2
+    (64, 32, 512, 514),        # n_mult 32;   7*64 + 64 + 2
+    (2048, 1, 16384, 16386),   # n_mult 1;    7*2048 + 2048 + 2
 ])
 def test_linear_dsp_and_cycles_at_several_reuse_factors(rf, dsp, interval, latency):
-    d, e = linear_stage(rf)
+    d, e = linear_stage(rf, precision="w8a16")
     assert e.dsp == dsp
     assert e.cost.ii == rf
     assert e.cost.interval == interval
@@ -51,17 +53,27 @@ def test_linear_dsp_and_cycles_at_several_reuse_factors(rf, dsp, interval, laten
 
 
 def test_linear_weight_memory_follows_the_reuse_factor():
-    # RF 1: weights 2048 x 8 bit wide, depth 1 -> registers; FF = 2048*(22+8) + 600 + 2*64*8 + 16384.
+    # w8a8; acc = 8 + 8 + log2(64) = 22 bits.
+    # RF 1: weights 2048 x 8 bit wide, depth 1 -> registers, i.e. constants: 8 x 8 constant products
+    # (a + w <= FABRIC_MULT_BITS) are shift-adds in LUTs (0 DSP, no LUTs beyond the adders);
+    # FF = 2048*(22+8) + 600 + 2*64*8 + 16384.
     _, e = linear_stage(1)
-    assert (e.bram36, e.uram) == (0, 0)
+    assert (e.bram36, e.uram, e.dsp) == (0, 0, 0)
     assert e.ff == 2048 * 30 + 600 + 1024 + 16384
     assert e.lut == 2048 * 22 + 400
-    # RF 64: width 256, depth 64 -> LUTRAM, 256 LUTs on top of 32*22 + 400.
+    # RF 64: a weight ROM of width 256 (> 36), depth 64 -> BRAM even though shallow: ceil(256/36) = 8 BRAM18 = 4
+    # BRAM36; LUT = 32 * 22 + 400.
     _, e = linear_stage(64)
-    assert e.bram36 == 0 and e.lut == 32 * 22 + 400 + 256
+    assert e.bram36 == 4 and e.lut == 32 * 22 + 400
     # RF 2048: width 8, depth 2048 -> one BRAM18 in its 2048 x 9 shape = 0.5 BRAM36.
     _, e = linear_stage(2048)
     assert e.bram36 == 0.5
+    # RF 32 on a 64 x 1 layer at w16a16: 2 multipliers, ROM width 2 x 16 = 32 (<= 36), depth 32 -> a LUT ROM of
+    # 32 LUTs; acc = 16 + 16 + 6.
+    w = np.broadcast_to(np.float32(0), (64, 1))
+    g = one_layer("Linear", [(1, 1, 64)], (1, 1, 1), {"weight": w}, hw={"reuse_factor": 32, "strategy": "Resource"})
+    e = estimate_graph(g, KV260, "w16a16").stages[0]
+    assert e.bram36 == 0 and e.lut == 2 * (16 + 16 + 6) + 400 + 32
 
 
 def test_linear_packing_depends_on_widths_and_dsp_type():
