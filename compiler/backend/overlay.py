@@ -74,15 +74,27 @@ def split_graph(graph: Graph) -> tuple[list[Layer], list[Layer], list[Layer]]:
         raise BackendError(f"layer {loose[0].name!r} ({loose[0].op}) lies between blocks outside any block; "
                            "the overlay runs blocks back to back")
     embeds = [l for l in layers[:first] if l.op == "Embedding"]
-    pre = [l for l in layers[:first] if l.op not in ("Embedding",) + COPIED_INTO_BLOCKS]
+    id_reshapes = {l.name for l in layers[:first] if l.op == "Reshape" and id_source(graph, l.output)}
+    pre = [l for l in layers[:first] if l.op not in ("Embedding",) + COPIED_INTO_BLOCKS and l.name not in id_reshapes]
     post = [l for l in layers[last + 1:] if l.op not in COPIED_INTO_BLOCKS]
     for layer in pre + post:
         if layer.op == "Embedding":
             raise BackendError(f"layer {layer.name!r}: an embedding lookup after the first block")
     for layer in embeds:
-        if layer.inputs[0] not in graph.inputs:
+        if id_source(graph, layer.inputs[0]) is None:
             raise BackendError(f"layer {layer.name!r}: an embedding of a computed index is not supported")
     return embeds, pre, post
+
+
+def id_source(graph: Graph, name: str) -> str | None:
+    """The graph input a tensor of token ids is, through Reshapes (which keep the element order), or None."""
+    producer = graph.producer()
+    while name not in graph.inputs:
+        layer = producer.get(name)
+        if layer is None or layer.op != "Reshape":
+            return None
+        name = layer.inputs[0]
+    return name if graph.tensors[name].fixed is None else None
 
 
 def step_region(graph: Graph, layers: list[Layer], name: str, decoder) -> Partition:
@@ -211,7 +223,7 @@ class ModelWriter:
         t = FixedType.from_dict(e["fixed"])
         vocab, dim = (int(v) for v in e["shape"])
         out = self.buffers[layer.output]
-        ids = self.id_buffer(layer.inputs[0])
+        ids = self.id_buffer(id_source(self.graph, layer.inputs[0]))
         lb = e["lane"] // 8
         return f"""{indent}for (unsigned r = 0; r < {rows}; r++) {{  // Embedding {_comment(layer.name)}
 {indent}    unsigned id = {ids}[{row0}r];
@@ -366,7 +378,7 @@ Items:
                                f"token, the contract {V}")
         ids_field = c.in_record(1).fields[0]
         ids = self.id_buffer(ids_field.name) if ids_field.name not in self.buffers else None
-        if ids is None or len(self.embeds) != 1 or self.embeds[0].inputs[0] != ids_field.name:
+        if ids is None or len(self.embeds) != 1 or id_source(self.graph, self.embeds[0].inputs[0]) != ids_field.name:
             raise BackendError("a decoder overlay needs exactly one embedding lookup of the token ids")
         mask = next((self.buffers[n].cpp for n in self.graph.inputs if n in self.buffers), None)
         pos = self.buffers.get(POSITION)

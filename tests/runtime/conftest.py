@@ -40,6 +40,12 @@ def compile_build(onnx_path: Path, out: Path, seq_len: int, precision: str, boar
 
 
 @pytest.fixture(scope="session")
+def builder():
+    """compile_build, for test modules that make their own models."""
+    return compile_build
+
+
+@pytest.fixture(scope="session")
 def char_trained():
     """(module, torch model, vocab, loss): the example's decoder trained for 400 steps."""
     pytest.importorskip("torch")
