@@ -118,6 +118,11 @@ def compile_model(model: Path, out: Path, seq_len: int | None = None, context: i
 
         board_spec = load_board(board)
     graph, static = import_static(model, seq_len, context)
+    pins = _read_overrides(overrides)
+    if pins:
+        from .plan import check_overrides
+
+        check_overrides(graph, pins)
     if precision is not None:
         samples = load_samples(calib, graph) if calib else None
         if samples is None:
@@ -128,19 +133,36 @@ def compile_model(model: Path, out: Path, seq_len: int | None = None, context: i
 
             graph = search_precision(graph, static, samples, tolerance, log=log)
         else:
-            graph = quantize(graph, precision, samples, static, overrides=_read_overrides(overrides))
+            graph = quantize(graph, precision, samples, static, overrides=pins)
     if board_spec is not None:
         from .fit import choose_hardware
 
         result = choose_hardware(graph, board_spec,
                                  precision=None if precision in (None, SEARCHED) else precision)
         log(f"fit to {board}: " + (result.reason or "fits"))
+    elif precision is not None:
+        from .plan import default_plan
+
+        default_plan(graph)
+    if precision is not None:
+        from .plan import pin_hardware
+
+        pinned = pin_hardware(graph, pins)
+        if pinned:
+            log(f"hardware pinned by --overrides: {', '.join(pinned)}")
+        hw = graph.meta.get("hardware") or {}
+        log(f"hardware plan: {hw.get('mode', 'on_chip')} weights, {hw.get('kernel', 'block')} kernels "
+            f"({hw.get('reason') or 'fit to ' + str(hw.get('board'))}); see plan.json")
     with staged_directory(out) as tmp:
         if precision is not None and hls:
             from .backend.hls4ml import write_projects
 
             write_projects(graph, tmp, progress=log)  # BUILD/hls/<kernel>/ (+ graph files it indexes)
         write_graph(tmp, graph)
+        if precision is not None:
+            from .plan import PLAN_FILE, plan_of
+
+            (tmp / PLAN_FILE).write_text(json.dumps(plan_of(graph), indent=1))
         onnx.save(static, str(tmp / SOURCE_MODEL))
         tokenizer = Path(model).parent / "tokenizer.json"
         if tokenizer.is_file():
@@ -149,7 +171,8 @@ def compile_model(model: Path, out: Path, seq_len: int | None = None, context: i
 
 
 def _read_overrides(path: Path | None) -> dict | None:
-    """Per-layer precision overrides: JSON {layer name: {"weight_bits": b, "act_bits": b}}."""
+    """Per-layer overrides: JSON {layer name: {"weight_bits": b, "act_bits": b, "reuse_factor": r,
+    "strategy": "latency"|"resource", "weights": "on_chip"|"streamed"}} (any subset of the keys)."""
     if path is None:
         return None
     try:
@@ -158,7 +181,8 @@ def _read_overrides(path: Path | None) -> dict | None:
         raise UserError(f"cannot read the overrides file {path} ({e}); give JSON like "
                         '{"layer name": {"weight_bits": 16, "act_bits": 16}}.') from None
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise UserError(f"{path}: overrides must map layer names to objects with weight_bits / act_bits.")
+        raise UserError(f"{path}: overrides must map layer names to objects with weight_bits / act_bits / "
+                        "reuse_factor / strategy / weights.")
     return data
 
 
@@ -226,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default=None,
                    help="w16a16 | w8a16 | w8a8 | auto (default w8a16; 'float' keeps the float graph)")
     p.add_argument("--calib", type=Path, default=None, help=".npz of calibration inputs keyed by input name")
-    p.add_argument("--overrides", type=Path, default=None, help="JSON of per-layer precision overrides")
+    p.add_argument("--overrides", type=Path, default=None, help="JSON of per-layer overrides: weight_bits, act_bits, reuse_factor, strategy "
+                        "(latency|resource), weights (on_chip|streamed)")
     p.add_argument("--tolerance", type=float, default=None, help="accuracy target of --precision auto")
     p.add_argument("--board", default=None, help="fit the kernels to this board (see boards/)")
     p.set_defaults(func=cmd_compile)

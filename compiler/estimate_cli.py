@@ -86,6 +86,18 @@ def load_model(path: Path, seq_len: int | None, context: int | None) -> tuple[Gr
 
 
 # ------------------------------------------------------------------------------------------------- run
+def _preset_of(meta) -> str | None:
+    """The preset name a compiled graph records (``meta["precision"]``: a name, or its bit widths)."""
+    if isinstance(meta, str):
+        return meta
+    if isinstance(meta, dict):
+        from .precision import PRESETS
+
+        bits = (meta.get("weight_bits"), meta.get("act_bits"))
+        return next((name for name, wa in PRESETS.items() if tuple(wa) == bits), None)
+    return None
+
+
 def run(args) -> int:
     if not 0 < args.budget <= 1:
         raise UserError(f"--budget must be a fraction in (0, 1], got {args.budget}.")
@@ -94,7 +106,7 @@ def run(args) -> int:
     board = load_board(args.board)
     graph, manifest = load_model(args.model, args.seq_len, args.context)
     stored = graph.meta.get("hardware", {}) if isinstance(graph.meta.get("hardware"), dict) else {}
-    precision = args.precision or stored.get("precision") or graph.meta.get("precision") or DEFAULT_PRESET
+    precision = args.precision or stored.get("precision") or _preset_of(graph.meta.get("precision")) or DEFAULT_PRESET
     modes = MODES if args.mode == "auto" else (args.mode,)
     fit = choose_hardware(graph.copy(), board, precision, args.budget, args.clock, modes)
     design, source = fit.design, "fit"

@@ -13,6 +13,8 @@ DEFAULT_PRESET = "w8a16"
 SEARCHED = "auto"
 
 
+OVERRIDE_KEYS = ("weight_bits", "act_bits")  # per-layer precision keys of --overrides
+
 def preset_bits(name: str) -> tuple[int, int]:
     """(weight_bits, activation_bits) of a preset; ``auto`` reports the widest candidate it may choose."""
     if name == SEARCHED:

@@ -216,6 +216,7 @@ class LoweredKernel:
     inputs: list[KernelIO]
     outputs: list[KernelIO]
     layer_config: dict = field(default_factory=dict)
+    layer_names: dict = field(default_factory=dict)  # C++ name (hls4ml layer, its comment) -> IR layer name
 
 
 def lower(part: Partition) -> LoweredKernel:
@@ -237,6 +238,7 @@ def lower(part: Partition) -> LoweredKernel:
         layer_config[cpp] = {"Precision": {"result": precision}}
         inputs.append(KernelIO(name, cpp, tuple(t.shape), t.fixed))
     aliases: dict[str, str] = {}
+    names: dict[str, str] = {}
     for layer in graph.layers:
         if layer.op == "Reshape" and layer.output not in graph.outputs:
             aliases[layer.output] = aliases.get(layer.inputs[0], layer.inputs[0])
@@ -249,6 +251,7 @@ def lower(part: Partition) -> LoweredKernel:
             raise BackendError(f"layer {layer.name!r} ({layer.op}): {e}") from None
         cpp = namer.ident(layer.name, "layer")
         cpp_of[layer.output] = cpp
+        names[cpp] = layer.name
         spec["name"] = cpp
         spec["inputs"] = [cpp_of[aliases.get(i, i)] for i in spec.pop("ir_inputs")]
         rf = int(layer.hw.get("reuse_factor", 1))
@@ -260,7 +263,7 @@ def lower(part: Partition) -> LoweredKernel:
     for name in graph.outputs:
         t = graph.tensors[name]
         outputs.append(KernelIO(name, cpp_of[aliases.get(name, name)], tuple(t.shape), t.fixed))
-    return LoweredKernel(identifier(part.name, "kernel"), layers, inputs, outputs, layer_config)
+    return LoweredKernel(identifier(part.name, "kernel"), layers, inputs, outputs, layer_config, names)
 
 
 def _ftype(graph: Graph, name: str) -> FixedType:
@@ -508,17 +511,19 @@ class KernelProject:
     inputs: list[KernelIO]
     outputs: list[KernelIO]
     block: int | None = None
+    layer_names: dict = field(default_factory=dict)  # C++ layer name -> IR layer name
 
     def to_json(self) -> dict:
         return {"name": self.name, "path": self.path.name, "project": self.project, "block": self.block,
-                "inputs": [i.to_json() for i in self.inputs], "outputs": [o.to_json() for o in self.outputs]}
+                "inputs": [i.to_json() for i in self.inputs], "outputs": [o.to_json() for o in self.outputs],
+                "layers": self.layer_names}
 
     @classmethod
     def from_json(cls, d: dict, root: Path) -> "KernelProject":
         io = lambda e: KernelIO(e["tensor"], e["cpp"], tuple(e["shape"]), e["fixed"], e.get("ctype"))  # noqa: E731
         path = root / path_component(d["path"])
         return cls(d["name"], path, identifier(d["project"]), [io(e) for e in d["inputs"]],
-                   [io(e) for e in d["outputs"]], d.get("block"))
+                   [io(e) for e in d["outputs"]], d.get("block"), dict(d.get("layers") or {}))
 
 
 def namespace_of(kernel_name: str) -> str:
@@ -572,7 +577,8 @@ def write_project(part: Partition, hls_root: Path, backend: str = DEFAULT_BACKEN
     for port, var in zip(ports, model.get_input_variables() + model.get_output_variables()):
         port.ctype = var.type.precision.definition_cpp()  # what the top's prototype declares
     _parallel_build(out_dir / "build_lib.sh")
-    project = KernelProject(kernel.name, out_dir, kernel.name, kernel.inputs, kernel.outputs, part.block)
+    project = KernelProject(kernel.name, out_dir, kernel.name, kernel.inputs, kernel.outputs, part.block,
+                            kernel.layer_names)
     (out_dir / "kernel.json").write_text(json.dumps(project.to_json(), indent=1))
     _write_vendor_scripts(out_dir, kernel.name, backend)
     return project
