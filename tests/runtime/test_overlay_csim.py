@@ -184,3 +184,27 @@ def test_every_source_the_overlay_includes_is_written(tiny_llama_builds):
                 continue  # the vendor's own headers (ap_axi_sdata.h: overlays/hls/csim for g++)
             assert any((r / name).is_file() for r in roots) or name in vendor, (source, name)
     assert check_synthesis_syntax(build) == []
+
+
+MINILM_CSIM_SEQ = 16
+
+
+@pytest.fixture(scope="module")
+def minilm16_build(minilm, tmp_path_factory, builder):
+    from fpgaformer.compiler.hf_export import export
+
+    folder = tmp_path_factory.mktemp("minilm_overlay")
+    path = export(minilm[0], folder / "minilm.onnx", MINILM_CSIM_SEQ, "torchscript")
+    return builder(path, folder / "build", MINILM_CSIM_SEQ, "w8a16")
+
+
+def test_minilm_overlay_csim_equals_emulator_on_real_sentences(minilm, minilm16_build):
+    """all-MiniLM-L6-v2 (real weights, six blocks; embedding table read from gmem0), two tokenized sentences."""
+    sentences = ["The overlay streams tokens to the board.", "A quantized transformer runs on an FPGA."]
+    enc = minilm[1](sentences, padding="max_length", max_length=MINILM_CSIM_SEQ, truncation=True, return_tensors="np")
+    feeds = {"input_ids": enc["input_ids"].astype(np.int64)[:, None, :],
+             "attention_mask": enc["attention_mask"].astype(np.int64)[:, None, :]}
+    want = Engine.open(minilm16_build, SimDevice()).encode(feeds, codes=True)
+    got = _csim_engine(minilm16_build).encode(feeds, codes=True)
+    for name in want:
+        assert np.array_equal(got[name], want[name]), name
