@@ -38,6 +38,7 @@ from ...host.emulator import Emulator, exp_table
 from ...host.fixed import FixedType
 from ...host.graph import Graph, Layer
 from ..partition import KV_WRITE, POSITION, Partition, partition
+from .hardware import shape_project
 from .names import Namer, identifier, path_component
 
 OVERLAY_DIR = Path(__file__).resolve().parents[2] / "overlays" / "hls"
@@ -573,6 +574,7 @@ def write_project(part: Partition, hls_root: Path, backend: str = DEFAULT_BACKEN
     out_dir = _inside(hls_root / path_component(dir_name or kernel.name), hls_root)
     model = build_model(kernel, out_dir, backend, part_name, clock_ns)
     model.write()
+    shape_project(out_dir, kernel.name)  # hardware shape: dataflow top, FF_SYNTH guards
     ports = kernel.inputs + kernel.outputs
     for port, var in zip(ports, model.get_input_variables() + model.get_output_variables()):
         port.ctype = var.type.precision.definition_cpp()  # what the top's prototype declares
@@ -584,17 +586,46 @@ def write_project(part: Partition, hls_root: Path, backend: str = DEFAULT_BACKEN
     return project
 
 
+# hls4ml's build_lib.sh passes the project folder into C++ as a macro: WEIGHTS_DIR="\"${BASEDIR}/firmware/weights\""
+# would let a BUILD path holding `"` end the string literal and put code into the kernel library. It is replaced by
+# a C string literal the script computes from the folder's bytes, every byte other than [A-Za-z0-9/_.-] as a
+# three-digit octal escape (`\ooo`: exact, cannot end the literal, no trigraph `??` survives), so any path works.
+HLS4ML_WEIGHTS_DIR = 'WEIGHTS_DIR="\\"${BASEDIR}/firmware/weights\\""'
+SAFE_WEIGHTS_DIR = """\
+# fpgaformer: the weights folder as a C string literal of its bytes, each byte other than [A-Za-z0-9/_.-] as an
+# octal escape, so that no character of the BUILD path can end the literal or become C++ code
+ff_c_string() {
+  local LC_ALL=C s="$1" out="" c i
+  for ((i = 0; i < ${#s}; i++)); do
+    c="${s:i:1}"
+    case "$c" in
+      [A-Za-z0-9/_.-]) out+="$c" ;;
+      *) printf -v c '\\\\%03o' "'$c"; out+="$c" ;;
+    esac
+  done
+  printf '"%s"' "$out"
+}
+WEIGHTS_DIR="$(ff_c_string "${BASEDIR}/firmware/weights")""""
+
+
 def _parallel_build(script: Path) -> None:
-    """Let hls4ml's build_lib.sh compile the kernel and the C-simulation bridge at the same time (two g++
-    processes, then the link): the same commands and flags, about 40 % less wall time on two cores."""
+    """Post-process hls4ml's build_lib.sh: the weights folder reaches C++ only as an escaped string literal
+    (``SAFE_WEIGHTS_DIR``; a script of another form is refused), and the kernel and the C-simulation bridge
+    compile at the same time (two g++ processes, then the link): the same commands and flags, about 40 % less
+    wall time on two cores."""
     text = script.read_text()
     lines = text.splitlines()
+    assignments = [i for i, l in enumerate(lines) if "WEIGHTS_DIR=" in l and not l.lstrip().startswith("${CC}")]
+    if [lines[i].strip() for i in assignments] != [HLS4ML_WEIGHTS_DIR]:
+        raise BackendError(f"{script}: hls4ml wrote a build_lib.sh whose WEIGHTS_DIR line fpgaformer does not know "
+                           f"(expected {HLS4ML_WEIGHTS_DIR!r}), so it cannot make the BUILD path safe to pass to g++. "
+                           "Install the hls4ml version fpgaformer requires (pyproject.toml).")
+    lines[assignments[0]] = SAFE_WEIGHTS_DIR
     compiles = [i for i, l in enumerate(lines) if l.startswith("${CC}") and " -c " in l]
-    if len(compiles) != 2 or any(l.rstrip().endswith("&") for l in lines):
-        return
-    for n, i in enumerate(compiles):
-        lines[i] = f"{lines[i]} &\nFF_JOB{n}=$!"
-    lines.insert(compiles[-1] + 1, 'wait "$FF_JOB0"\nwait "$FF_JOB1"')
+    if len(compiles) == 2 and not any(l.rstrip().endswith("&") for l in lines):
+        for n, i in enumerate(compiles):
+            lines[i] = f"{lines[i]} &\nFF_JOB{n}=$!"
+        lines.insert(compiles[-1] + 1, 'wait "$FF_JOB0"\nwait "$FF_JOB1"')
     script.write_text("\n".join(lines) + "\n")
 
 
