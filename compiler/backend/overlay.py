@@ -147,6 +147,24 @@ def overlay_partitions(graph: Graph) -> tuple[list[Layer], list[Partition]]:
     return embeds, parts
 
 
+def not_emitted(graph: Graph) -> list[str]:
+    """Where the BUILD's hardware plan asks for hardware this overlay does not generate yet (one sentence each):
+    the overlay holds every non-embedding weight on chip, in one kernel per block, one engine per layer."""
+    mac = [l for l in graph.layers if l.op in ("Linear", "MatMul") and l.hw]
+    out = []
+    streamed = [l for l in mac if l.op == "Linear" and l.hw.get("weights") == "streamed"]
+    if streamed:
+        out.append(f"{len(streamed)} Linear layers the plan streams from DDR are generated with their weights on "
+                   "chip")
+    n_blocks = len(graph.blocks())
+    if any(l.hw.get("kernel") == "shared" for l in mac) and n_blocks > 1:
+        out.append(f"the plan's one block kernel shared by {n_blocks} blocks is generated as {n_blocks} kernels "
+                   f"({n_blocks}x its resources)")
+    if any(l.hw.get("engine") for l in mac):
+        out.append("the plan's decode engine shared by every matrix product is generated as one engine per layer")
+    return out
+
+
 # ------------------------------------------------------------------------------------------- C++ writer
 @dataclass
 class Buffer:
@@ -472,8 +490,11 @@ def _comment(text: str) -> str:
 def write_overlay_sources(build_dir: Path, graph: Graph, contract: P.Contract, top_source: str,
                           progress=None) -> dict:
     """Write every source the overlay top includes (see the module docstring); returns an index."""
+    from ...host.artifact import check_no_symlinks
     from .hls4ml import DEFAULT_BACKEND, DEFAULT_PART
 
+    check_no_symlinks(build_dir, *(Path(build_dir) / HLS_DIR / n for n in (KERNELS, "ff_model.cpp", "ff_model.h",
+                                                                          "fpgaformer_top.cpp", "csim_bridge.cpp")))
     hls = Path(build_dir) / HLS_DIR
     kernels_dir = hls / KERNELS
     if kernels_dir.exists():
@@ -490,7 +511,8 @@ def write_overlay_sources(build_dir: Path, graph: Graph, contract: P.Contract, t
              "csim_bridge.cpp": bridge_source()}
     for name, text in files.items():
         (hls / name).write_text(text)
-    return {"kernels": [p.name for p in projects], "embeddings": [l.name for l in embeds]}
+    return {"kernels": [p.name for p in projects], "embeddings": [l.name for l in embeds],
+            "not_emitted": not_emitted(graph)}
 
 
 def bridge_source() -> str:
