@@ -11,6 +11,9 @@ Two parts:
     simulated DDR (non-cacheable: the array is device memory; cacheable: flush/invalidate copy). The pitfalls
     of running pynq off-board (notes/pynq.md §4) are handled here: clock ``enable`` entries are stripped, the
     device is made ``Device.active_device``, ``interrupt_pins`` is empty, ``download`` only stamps the device.
+    Buffers behave as pynq >= 3.1 makes them on a board (the same in 3.1.x and 4.0): at least 8 KB per buffer
+    object, and ``flush``/``invalidate`` sync the whole buffer object, not the slice.
+Works with pynq 3.1.x and 4.0 (CI runs 3.1.2 and 4.0.0: tests/runtime/test_pynq_path.py).
 """
 
 from __future__ import annotations
@@ -27,6 +30,14 @@ PS_MODULES = {"zynq-ultrascale+": ("zynq_ultra_ps_e_0", "xilinx.com:ip:zynq_ultr
               "zynq-7000": ("processing_system7_0", "xilinx.com:ip:processing_system7:5.5", "processing_system7",
                             "M_AXI_GP0", "zynq"),
               "versal": ("versal_cips_0", "xilinx.com:ip:versal_cips:3.3", "versal_cips", "M_AXI_FPD", "versal")}
+
+
+def _attr(value) -> str:
+    """``value`` as a quoted XML attribute (``quoteattr``: & < > and quotes escaped); characters XML 1.0 cannot
+    hold at all (control characters, unpaired surrogates) become U+FFFD."""
+    text = "".join(ch if ch in "\t\n\r" or " " <= ch <= "\ud7ff" or "\ue000" <= ch <= "\ufffd"
+                   or ch >= "\U00010000" else "\ufffd" for ch in str(value))
+    return quoteattr(text)
 
 
 def _registers_xml(registers: dict[str, dict], indent: str) -> str:
@@ -46,13 +57,14 @@ def _module(instance: str, vlnv: str, modtype: str, params: dict, interface: str
             extra_bus: str = "", memmap: str = "", is_pl: bool = True) -> str:
     version = vlnv.split(":")[-1]
     not_pl = "" if is_pl else 'IS_PL="FALSE" '
-    lines = [f'    <MODULE COREREVISION="1" FULLNAME="/{instance}" HWVERSION="{version}" INSTANCE="{instance}" '
-             f'IPTYPE="PERIPHERAL" IS_ENABLE="1" {not_pl}MODCLASS="PERIPHERAL" '
-             f'MODTYPE="{modtype}" VLNV="{vlnv}">',
+    q = _attr  # every value that reaches the XML is quoted for an attribute
+    lines = [f'    <MODULE COREREVISION="1" FULLNAME={q("/" + instance)} HWVERSION={q(version)} '
+             f'INSTANCE={q(instance)} IPTYPE="PERIPHERAL" IS_ENABLE="1" {not_pl}MODCLASS="PERIPHERAL" '
+             f'MODTYPE={q(modtype)} VLNV={q(vlnv)}>',
              "      <DOCUMENTS/>"]
     if registers is not None:
         lines += ["      <ADDRESSBLOCKS>",
-                  f"        <ADDRESSBLOCK ACCESS=\"read-write\" INTERFACE=\"{interface}\" NAME=\"Reg\" "
+                  f"        <ADDRESSBLOCK ACCESS=\"read-write\" INTERFACE={q(interface)} NAME=\"Reg\" "
                   f"RANGE=\"{P.IP_RANGE}\" USAGE=\"register\">",
                   _registers_xml(registers, "          "),
                   "        </ADDRESSBLOCK>",
@@ -66,7 +78,7 @@ def _module(instance: str, vlnv: str, modtype: str, params: dict, interface: str
     lines.append("      <PORTS/>")
     lines.append("      <BUSINTERFACES>")
     if interface:
-        lines.append(f"        <BUSINTERFACE BUSNAME=\"ps_to_{instance}\" DATAWIDTH=\"32\" NAME=\"{interface}\" "
+        lines.append(f"        <BUSINTERFACE BUSNAME={q('ps_to_' + instance)} DATAWIDTH=\"32\" NAME={q(interface)} "
                      f"TYPE=\"SLAVE\" VLNV=\"xilinx.com:interface:aximm:1.0\">")
         lines.append("          <PARAMETER NAME=\"PROTOCOL\" VALUE=\"AXI4LITE\"/>")
         lines.append("          <PORTMAPS/>")
@@ -92,7 +104,7 @@ def hwh_text(contract: P.Contract) -> str:
     slaves = ((kernel, "s_axi_control"), (dma, "S_AXI_LITE"), (reset, "S_AXI"))
     memmap = "\n".join(
         f"        <MEMRANGE ADDRESSBLOCK=\"Reg\" BASENAME=\"C_BASEADDR\" BASEVALUE=\"{ip['base']:#010x}\" "
-        f"HIGHNAME=\"C_HIGHADDR\" HIGHVALUE=\"{ip['base'] + ip['range'] - 1:#010x}\" INSTANCE=\"{ip['name']}\" "
+        f"HIGHNAME=\"C_HIGHADDR\" HIGHVALUE=\"{ip['base'] + ip['range'] - 1:#010x}\" INSTANCE={_attr(ip['name'])} "
         f"IS_DATA=\"TRUE\" IS_INSTRUCTION=\"TRUE\" MASTERBUSINTERFACE=\"{ps_master}\" MEMTYPE=\"REGISTER\" "
         f"SLAVEBUSINTERFACE=\"{itf}\"/>" for ip, itf in slaves)
     ps_bus = (f"        <BUSINTERFACE BUSNAME=\"ps_master\" DATAWIDTH=\"32\" NAME=\"{ps_master}\" TYPE=\"MASTER\" "
@@ -133,8 +145,8 @@ def hwh_text(contract: P.Contract) -> str:
     return "\n".join([
         '<?xml version="1.0" encoding="UTF-8" standalone="no" ?>',
         '<EDKSYSTEM EDWVERSION="1.2" TIMESTAMP="fpgaformer emulated overlay" VIVADOVERSION="none">',
-        f'  <SYSTEMINFO ARCH="{arch}" DEVICE="{c.get("board") or "emulated"}" NAME="fpgaformer" PACKAGE="none" '
-        'SPEEDGRADE="-1"/>',
+        f'  <SYSTEMINFO ARCH="{arch}" DEVICE={_attr(c.get("board") or "emulated")} NAME="fpgaformer" '
+        'PACKAGE="none" SPEEDGRADE="-1"/>',
         "  <EXTERNALPORTS/>",
         "  <EXTERNALINTERFACES/>",
         "  <MODULES>", *modules, "  </MODULES>",
@@ -144,7 +156,7 @@ def hwh_text(contract: P.Contract) -> str:
 def write_hwh(contract: P.Contract, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(hwh_text(contract))
+    path.write_text(hwh_text(contract), encoding="utf-8")  # the XML declaration says UTF-8
     return path
 
 
@@ -162,12 +174,33 @@ def staged_overlay(build_dir: Path, contract: P.Contract) -> Path:
     return bit
 
 
+MIN_BO_BYTES = 8192  # pynq >= 3.1 allocates every buffer object at least 8 KB (PYNQ PR #1500, XRT 2.17 workaround)
+
+
+def _metadata_parser(hwh: str):
+    """The .hwh parsed by the parser pynq's own EmbeddedDevice uses in the installed version: 3.1.x ships its copy
+    (``pynq.metadata``), 4.0 uses PYNQ-Metadata's (``pynqmetadata.views.runtime``); 2.7 has the legacy HWH."""
+    try:  # PYNQ >= 3.0
+        from pynqmetadata.frontends import Metadata
+    except ImportError:  # PYNQ 2.7
+        from pynq.pl_server.hwh_parser import HWH
+
+        return HWH(hwh)
+    try:
+        from pynq.pl_server.embedded_device import RuntimeMetadataParser
+    except ImportError:
+        from pynqmetadata.views.runtime import RuntimeMetadataParser
+    return RuntimeMetadataParser(Metadata(input=Path(hwh)))
+
+
 def make_pynq_sim_device(sim, tag: str = "fpgaformer_sim"):
     """A ``pynq.Device`` over ``sim`` (a loaded `SimDevice`), made pynq's active device; see the module doc."""
     import numpy as np
     import pynq
     from pynq.buffer import PynqBuffer
     from pynq.pl_server.device import Device as PynqDeviceBase
+
+    bos = {}  # buffer object (its base address) -> host array of the whole BO (cacheable) or its DDR (non-cacheable)
 
     class _Memory:
         def __init__(self, device):
@@ -176,13 +209,14 @@ def make_pynq_sim_device(sim, tag: str = "fpgaformer_sim"):
         def allocate(self, shape, dtype, cacheable=0, **kwargs):
             dtype = np.dtype(dtype)
             nbytes = int(np.prod(shape)) * dtype.itemsize
-            base = sim.memory.alloc(nbytes)
-            ddr = sim.memory.view(base, nbytes)
+            bo_bytes = max(nbytes, MIN_BO_BYTES)  # as pynq's XrtDevice.allocate_bo (3.1.x and 4.0)
+            base = sim.memory.alloc(bo_bytes)
+            ddr = sim.memory.view(base, bo_bytes)
             coherent = not cacheable and sim.coherence == "shared"
-            backing = ddr if coherent else np.zeros(nbytes, np.uint8)
-            buf = PynqBuffer(shape, dtype, buffer=backing, device_address=base, bo=base, coherent=coherent,
-                             device=self.device)
-            return buf
+            backing = ddr if coherent else np.zeros(bo_bytes, np.uint8)
+            bos[base] = backing
+            return PynqBuffer(shape, dtype, buffer=backing, device_address=base, bo=base, coherent=coherent,
+                              device=self.device)
 
     class PynqSimDevice(PynqDeviceBase):
         """pynq.Device whose PL is the simulated overlay (REGISTER_RW capability)."""
@@ -209,29 +243,18 @@ def make_pynq_sim_device(sim, tag: str = "fpgaformer_sim"):
             for i in range(0, len(data), 4):
                 sim.bus_write(address + i, int.from_bytes(data[i:i + 4], "little"))
 
-        # cache maintenance of cacheable buffers: copy between the host array and the simulated DDR
+        # cache maintenance of cacheable buffers: copy between the host array and the simulated DDR, the whole
+        # BO whatever the slice (pynq >= 3.1: bo.sync(XCL_BO_SYNC_BO_TO_DEVICE / FROM_DEVICE))
         def flush(self, bo, offset, ptr, size):
-            ddr = sim.memory.view(bo + offset, size)
-            host = np.ctypeslib.as_array((ctypes_ubyte * size).from_address(ptr))
-            ddr[:] = host
+            sim.memory.view(bo, bos[bo].size)[:] = bos[bo]
 
         def invalidate(self, bo, offset, ptr, size):
-            ddr = sim.memory.view(bo + offset, size)
-            host = np.ctypeslib.as_array((ctypes_ubyte * size).from_address(ptr))
-            host[:] = ddr
+            bos[bo][:] = sim.memory.view(bo, bos[bo].size)
 
         # metadata and download
         def get_bitfile_metadata(self, bitfile_name, partial=False):
             hwh = str(Path(bitfile_name).with_suffix(".hwh"))
-            try:  # PYNQ >= 3.0
-                from pynqmetadata.frontends import Metadata
-                from pynqmetadata.views.runtime import RuntimeMetadataParser
-
-                parser = RuntimeMetadataParser(Metadata(input=Path(hwh)))
-            except ImportError:  # PYNQ 2.7
-                from pynq.pl_server.hwh_parser import HWH
-
-                parser = HWH(hwh)
+            parser = _metadata_parser(hwh)
             for clock in parser.clock_dict.values():  # no PS clock registers to program off-board
                 clock.pop("enable", None)
             parser.interrupt_pins = {}
@@ -244,9 +267,9 @@ def make_pynq_sim_device(sim, tag: str = "fpgaformer_sim"):
         def gen_cache(self, bitstream, parser=None):
             pass
 
-    import ctypes
+        def close(self):  # Overlay.free() calls it in 3.1.x (the base class only warns "deprecated")
+            pass
 
-    ctypes_ubyte = ctypes.c_ubyte
     device = PynqSimDevice()
     pynq.Device.active_device = device
     return device

@@ -1,6 +1,7 @@
 """The real pynq package (Overlay, allocate, DMA, DefaultIP/MMIO) drives the simulated overlay through pynq's
-Device seam and gives the same tokens as SimDevice. pynq 4.0 pins numpy<2, so this runs in its own
-environment: set FPGAFORMER_PYNQ_PYTHON to its python (made by .ci/pynq_env.sh)."""
+Device seam and gives the same tokens as SimDevice, once per pynq line: 4.0.0 and 3.1.2 (the last with PYNQ-Z1/Z2
+images). pynq pins numpy<2, so each runs in its own environment made by .ci/pynq_env.sh: set
+FPGAFORMER_PYNQ_PYTHON (4.0.0) and FPGAFORMER_PYNQ31_PYTHON (3.1.2) to their pythons."""
 
 from __future__ import annotations
 
@@ -14,9 +15,14 @@ from fpgaformer.host.engine import Engine
 from fpgaformer.host.generate import Generator
 from fpgaformer.host.sim_device import SimDevice
 
-PYNQ_PYTHON = os.environ.get("FPGAFORMER_PYNQ_PYTHON")
-pytestmark = pytest.mark.skipif(not PYNQ_PYTHON, reason="FPGAFORMER_PYNQ_PYTHON is not set (the pynq==4.0.0 "
-                                                        "environment made by .ci/pynq_env.sh)")
+PYNQ_ENVS = {"4.0.0": "FPGAFORMER_PYNQ_PYTHON", "3.1.2": "FPGAFORMER_PYNQ31_PYTHON"}  # version -> variable
+
+
+def _pynq_env(version: str, variable: str):
+    reason = (f"{variable} is not set (the pynq=={version} environment: "
+              f"bash .ci/pynq_env.sh VENV_DIR {version})")
+    return pytest.param(version, variable, id=f"pynq{version}",
+                        marks=pytest.mark.skipif(not os.environ.get(variable), reason=reason))
 
 PROMPTS = [[10, 28, 24], [5, 6, 7, 8], [1], [20, 21, 22, 23, 24, 25]]
 
@@ -49,12 +55,14 @@ print(json.dumps({"pynq": pynq.__version__, "numpy": numpy.__version__, "drivers
 """
 
 
-def test_real_pynq_code_path_gives_the_same_tokens(char_build):
+@pytest.mark.parametrize("version, variable", [_pynq_env(v, name) for v, name in PYNQ_ENVS.items()])
+def test_real_pynq_code_path_gives_the_same_tokens(char_build, version, variable):
     build = char_build("w16a16")
-    proc = subprocess.run([PYNQ_PYTHON, "-c", SCRIPT, str(build), json.dumps(PROMPTS)], capture_output=True,
+    proc = subprocess.run([os.environ[variable], "-c", SCRIPT, str(build), json.dumps(PROMPTS)], capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["pynq"] == version, f"{variable} runs pynq {result['pynq']}, not {version}"
     assert result["drivers"] == {"kernel": "pynq.overlay.DefaultIP", "dma": "pynq.lib.dma.DMA",
                                  "reset": "pynq.lib.axigpio.AxiGPIO"}
     assert result["buffer"] == "pynq.buffer.PynqBuffer"
