@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ...host.graph import Graph
-from .check import check_sources
+from .check import check_sources, strip_comments
 from .overlay import COMPILE_TIMEOUT_S, HLS_DIR, KERNELS, _compile_units, not_emitted
 
 BIG_WEIGHTS = 100_000
@@ -109,7 +109,7 @@ def overlay_sources(build_dir: Path) -> list[str]:
     hls = Path(build_dir) / HLS_DIR
     problems = []
     for name in ("fpgaformer_top.cpp", "ff_model.cpp"):
-        text = (hls / name).read_text()
+        text = strip_comments((hls / name).read_text())
         for m in re.finditer(r"#pragma\s+HLS\s+INTERFACE[^\n]*m_axi[^\n]*", text):
             if "depth=" not in m.group(0):
                 problems.append(f"{name}: m_axi interface without a depth: {m.group(0).strip()}")

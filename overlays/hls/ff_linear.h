@@ -11,13 +11,15 @@
 //   row_macs = n_in*n_out (Linear) or n_batch*n_n*n_k (MatMul: all heads of one query row);
 //   rf = min(reuse_factor, row_macs);  n_mult = ceil(row_macs / rf) multipliers;
 //   n_cycles = ceil(row_macs / n_mult) <= rf cycles per row (= rf when rf divides row_macs).
-//   Load:   the row's input codes into a partitioned register array (one element per cycle);
+//   Init:   accumulators cleared once (each Result pass clears them again for the next row);
+//   Load:   the row's input codes into a buffer banked cyclic by min(n_mult, n_in) (one element per cycle);
 //   Reuse:  n_cycles iterations, PIPELINE II=1, each an unrolled loop of n_mult multiply-accumulates;
 //           MAC f of a row (f = ir*n_mult + im) reads element f of the constant operand (W, row-major K x N,
 //           or b in its own layout), which is reshaped cyclic factor=n_mult: bank im, word ir, so every cycle
 //           reads one word of n_mult*w_bits from one array of depth n_cycles (the estimator's weight array);
 //           when n_mult is a multiple of n_out, multiplier im always feeds column im % n_out;
-//   Result: per output column (completely partitioned accumulators) shift, bias, one cast, one per cycle.
+//   Result: per output column (accumulators banked cyclic by min(n_mult, n_out): one cycle's multipliers
+//           touch consecutive columns) shift, bias, one cast, one per cycle; bias and shifts unbanked.
 // The cyclic layout (not hls4ml's block factor over a transposed matrix) is what banks our row-major
 // (K x N) weights so that each multiplier keeps one output column and the banks never straddle a cycle.
 // Loop bounds are compile-time constants; n_mult is a static const so that compiler/backend/check.py can
@@ -39,27 +41,29 @@ void linear(data_T x[CONFIG_T::n_rows * CONFIG_T::n_in], res_T y[CONFIG_T::n_row
     static const unsigned n_mult = (row_macs + rf - 1) / rf;
     static const unsigned n_cycles = (row_macs + n_mult - 1) / n_mult;
 
+    // one cycle's multipliers touch at most n_mult consecutive inputs and consecutive columns: as many banks
+    static const unsigned x_banks = n_mult < CONFIG_T::n_in ? n_mult : CONFIG_T::n_in;
+    static const unsigned acc_banks = n_mult < CONFIG_T::n_out ? n_mult : CONFIG_T::n_out;
+
 #pragma HLS function_instantiate variable = w, b, align
 #pragma HLS ARRAY_RESHAPE variable = w cyclic factor = n_mult
-#pragma HLS ARRAY_PARTITION variable = b complete
-#pragma HLS ARRAY_PARTITION variable = align complete
 
     ap_int<data_T::width + 1> xb[CONFIG_T::n_in];
-#pragma HLS ARRAY_PARTITION variable = xb complete
+#pragma HLS ARRAY_PARTITION variable = xb cyclic factor = x_banks
     acc_t acc[CONFIG_T::n_out];
-#pragma HLS ARRAY_PARTITION variable = acc complete
+#pragma HLS ARRAY_PARTITION variable = acc cyclic factor = acc_banks
 
+Init:
+    for (unsigned j = 0; j < CONFIG_T::n_out; j++) {
+#pragma HLS PIPELINE II = 1
+        acc[j] = 0;
+    }
 Rows:
     for (unsigned r = 0; r < CONFIG_T::n_rows; r++) {
     Load:
         for (unsigned k = 0; k < CONFIG_T::n_in; k++) {
 #pragma HLS PIPELINE II = 1
             xb[k] = code(x[r * CONFIG_T::n_in + k]);
-        }
-    Init:
-        for (unsigned j = 0; j < CONFIG_T::n_out; j++) {
-#pragma HLS UNROLL
-            acc[j] = 0;
         }
     Reuse:
         for (unsigned ir = 0; ir < n_cycles; ir++) {
@@ -78,6 +82,7 @@ Rows:
             acc_t v = acc[j] << align[j];
             v += b[j];
             y[r * CONFIG_T::n_out + j] = cast_exact<res_T, acc_t::width, CONFIG_T::frac>(v);
+            acc[j] = 0; // ready for the next row
         }
     }
 }
@@ -97,13 +102,22 @@ void matmul(a_T a[CONFIG_T::n_a], b_T b[CONFIG_T::n_b], res_T y[CONFIG_T::n_batc
     static const unsigned n_row_a = CONFIG_T::n_batch * CONFIG_T::n_k;
     static const unsigned n_row_y = CONFIG_T::n_batch * CONFIG_T::n_n;
 
+    // one cycle's multipliers touch at most n_mult consecutive elements of the row and of the accumulators
+    static const unsigned a_banks = n_mult < n_row_a ? n_mult : n_row_a;
+    static const unsigned acc_banks = n_mult < n_row_y ? n_mult : n_row_y;
+
 #pragma HLS ARRAY_RESHAPE variable = b cyclic factor = n_mult
 
     ap_int<a_T::width + 1> ab[n_row_a];
-#pragma HLS ARRAY_PARTITION variable = ab complete
+#pragma HLS ARRAY_PARTITION variable = ab cyclic factor = a_banks
     acc_t acc[n_row_y];
-#pragma HLS ARRAY_PARTITION variable = acc complete
+#pragma HLS ARRAY_PARTITION variable = acc cyclic factor = acc_banks
 
+Init:
+    for (unsigned i = 0; i < n_row_y; i++) {
+#pragma HLS PIPELINE II = 1
+        acc[i] = 0;
+    }
 Rows:
     for (unsigned m = 0; m < CONFIG_T::n_m; m++) {
     Load:
@@ -111,11 +125,6 @@ Rows:
 #pragma HLS PIPELINE II = 1
             const unsigned t = i / CONFIG_T::n_k, k = i % CONFIG_T::n_k;
             ab[i] = code(a[t * CONFIG_T::a_stride + m * CONFIG_T::n_k + k]);
-        }
-    Init:
-        for (unsigned i = 0; i < n_row_y; i++) {
-#pragma HLS UNROLL
-            acc[i] = 0;
         }
     Reuse:
         for (unsigned ir = 0; ir < n_cycles; ir++) {
@@ -137,6 +146,7 @@ Rows:
 #pragma HLS PIPELINE II = 1
             const unsigned t = i / CONFIG_T::n_n, n = i % CONFIG_T::n_n;
             y[(t * CONFIG_T::n_m + m) * CONFIG_T::n_n + n] = cast_exact<res_T, acc_t::width, CONFIG_T::frac>(acc[i]);
+            acc[i] = 0; // ready for the next row
         }
     }
 }
