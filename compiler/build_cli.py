@@ -51,22 +51,50 @@ def latency_model(graph, board, clock_mhz: float) -> dict:
 
 
 def _tcl_config(contract, board, jobs: int, build_dir: Path) -> str:
+    """config.tcl: one ``set ff_<key> <word>`` per value, every value written as ONE Tcl word whose value is
+    exactly the text (board fields and the BUILD path come from users and must not run as Tcl).
+
+    The word is the text with every ASCII character other than a letter, a digit or one of ``_-./:+,=@%`` (none
+    of them Tcl syntax) preceded by a backslash; control characters become three-digit octal escapes and
+    newline/tab/CR \\n \\t \\r. In Tcl's parser a backslash + such a character stands for that character alone
+    (Tcl(n) rule 9), so no ``[``, ``$``, ``{``, ``"``, ``;`` or white space in a value can start a substitution or
+    end the word. Letters and digits are never escaped (``\\n``, ``\\u``, ``\\0``... are escape sequences);
+    non-ASCII characters are no Tcl syntax and stay as they are (the file is UTF-8). The address map is a Tcl
+    list of such words, itself written as one word."""
+
+    def word(value) -> str:
+        text = str(value)
+        if any("\ud800" <= ch <= "\udfff" for ch in text):  # undecodable bytes of a path (surrogateescape)
+            raise UserError(f"{text!r} is not valid UTF-8, so config.tcl cannot hold it; rename the BUILD folder "
+                            "(or fix the board file) to use UTF-8 characters only.")
+        out = []
+        for ch in text:
+            if ch.isascii() and ch.isalnum() or not ch.isascii() or ch in "_-./:+,=@%":
+                out.append(ch)
+            elif ch in "\n\t\r":
+                out.append({"\n": "\\n", "\t": "\\t", "\r": "\\r"}[ch])
+            elif ord(ch) < 0x20 or ch == "\x7f":
+                out.append(f"\\{ord(ch):03o}")
+            else:
+                out.append("\\" + ch)
+        return "".join(out) or "{}"
+
     c = contract.data
     k, d, r = contract.ip("kernel"), contract.ip("dma"), contract.ip("reset")
-    amap = " ".join(f"{ip['name']} Reg {ip['base']:#x} {ip['range']:#x}" for ip in (k, d, r))
+    amap = " ".join(word(x) for ip in (k, d, r)
+                    for x in (ip["name"], "Reg", f"{ip['base']:#x}", f"{ip['range']:#x}"))
     hls_include = overlay_sources() / "hls"
     values = {
         "ff_design": "fpgaformer", "ff_part": board.part, "ff_family": board.family,
         "ff_clock_mhz": c["clock_mhz"], "ff_kernel_name": k["name"], "ff_kernel_vlnv": k["vlnv"],
         "ff_dma_name": d["name"], "ff_dma_length_width": d["length_width"], "ff_reset_name": r["name"],
-        "ff_stream_bits": d["data_width"], "ff_address_map": f"{{{amap}}}", "ff_jobs": jobs,
+        "ff_stream_bits": d["data_width"], "ff_address_map": amap, "ff_jobs": jobs,
         "ff_ip_repo": "./ip_repo", "ff_hls_include": str(hls_include), "ff_backend_dir": str(build_dir / "hls"),
         "ff_bit_out": str(build_dir / "fpgaformer.bit"), "ff_hwh_out": str(build_dir / "fpgaformer.hwh"),
     }
     lines = ["# written by `fpgaformer build` from fpgaformer.json; do not edit (rebuild instead)"]
     for key, value in values.items():
-        text = str(value)
-        lines.append(f"set {key} {text if text.startswith('{') else '{' + text + '}'}")
+        lines.append(f"set {key} {word(value)}")
     return "\n".join(lines) + "\n"
 
 
@@ -103,6 +131,14 @@ void fpgaformer_top(hls::stream<ff_beat_t> &in_stream, hls::stream<ff_beat_t> &o
 """
 
 
+def _refuse_links(build_dir: Path, *targets: Path) -> None:
+    """Before `build_overlay` writes anything: no target, nor a folder between BUILD and it, may be a symbolic
+    link (a link planted in a BUILD would send the write outside it); raises the artifact's OutputError."""
+    from ..host.artifact import check_no_symlinks
+
+    check_no_symlinks(build_dir, *targets)
+
+
 def build_overlay(build_dir: Path, board_name: str, length_width: int = 26, clock_mhz: float | None = None,
                   jobs: int = 8, log=print):
     """Write the contract and the overlay sources into BUILD; returns (contract, commands to run)."""
@@ -127,13 +163,16 @@ def build_overlay(build_dir: Path, board_name: str, length_width: int = 26, cloc
     except ContractError as e:
         raise UserError(str(e)) from None
     tmp = build_dir / ".fpgaformer.json.tmp"
+    out = build_dir / OVERLAY_DIR
+    scripts = ("block_design.tcl", "build.tcl", "hls.tcl")
+    _refuse_links(build_dir, tmp, build_dir / "fpgaformer.json", out / "hls", out / "config.tcl",
+                  out / "README.txt", build_dir / SIM_HWH, *(out / name for name in scripts))
     tmp.write_text(contract.to_json())
     os.replace(tmp, build_dir / "fpgaformer.json")
-    out = build_dir / OVERLAY_DIR
     (out / "hls").mkdir(parents=True, exist_ok=True)
-    for name in ("block_design.tcl", "build.tcl", "hls.tcl"):
+    for name in scripts:
         shutil.copy(overlay_sources() / "tcl" / name, out / name)
-    (out / "config.tcl").write_text(_tcl_config(contract, board, jobs, build_dir))
+    (out / "config.tcl").write_text(_tcl_config(contract, board, jobs, build_dir), encoding="utf-8")
     from .backend.overlay import write_overlay_sources
 
     write_overlay_sources(build_dir, graph, contract, _hls_top(contract), progress=log)
@@ -145,6 +184,12 @@ def build_overlay(build_dir: Path, board_name: str, length_width: int = 26, cloc
 
 
 def cmd_build(args) -> int:
+    from . import validate
+
+    validate.number(args.dma_length_bits, "--dma-length-bits", low=8, high=26, integer=True,
+                    unit="width of the AXI DMA length register")
+    validate.positive(args.clock, "--clock", "MHz")
+    validate.count(args.jobs, "--jobs", what="Vivado implementation jobs")
     contract, commands = build_overlay(args.build, args.board, args.dma_length_bits, args.clock, args.jobs)
     lat = contract.data["latency"]
     print(f"wrote {args.build}/fpgaformer.json (overlay protocol {contract.data['protocol_version']}, "

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from ..host.artifact import ArtifactError
+from . import validate
 from .errors import UserError
 
 
@@ -52,19 +53,22 @@ def print_inspect(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from .validate import shown  # names and paths come from the model file: no markup, no control characters
+
     console = Console()
-    table = Table(title=f"layers of {report['model']}")
+    table = Table(title=f"layers of {shown(report['model'])}")
     for column in ("name", "op", "role", "block", "shape", "params"):
         table.add_column(column, overflow="fold")
     for l in report["layers"]:
-        table.add_row(l["name"], l["op"], l["role"] or "", "" if l["block"] is None else str(l["block"]),
+        table.add_row(shown(l["name"]), shown(l["op"]), shown(l["role"] or ""),
+                      "" if l["block"] is None else str(l["block"]),
                       "" if l["shape"] is None else "x".join(map(str, l["shape"])), f"{l['params']:,}")
     console.print(table)
     for b in report["blocks"]:
-        console.print(f"block {b['index']}: {b['structure']} ({b['layers']} layers, {b['params']:,} params)")
+        console.print(f"block {b['index']}: {shown(b['structure'])} ({b['layers']} layers, {b['params']:,} params)")
     if "params" in report:
         meta = report["meta"]
-        console.print(f"{meta.get('kind', '?')}: {len(report['blocks'])} blocks, d_model {meta.get('d_model')}, "
+        console.print(f"{shown(meta.get('kind', '?'))}: {len(report['blocks'])} blocks, d_model {meta.get('d_model')}, "
                       f"{meta.get('n_heads')} heads ({meta.get('n_kv_heads')} kv), parameters "
                       f"{report['params']:,}, {report['macs_per_token'] / 1e6:.2f} M MACs per token")
         folded = meta.get("folded_kv_cache")
@@ -75,12 +79,18 @@ def print_inspect(report: dict) -> None:
     if report["unsupported"]:
         console.print(f"[red]{len(report['unsupported'])} node(s) no rule places:[/red]")
         for n in report["unsupported"]:
-            console.print(f"  {n['name']} ({n['op_type']})")
+            console.print(f"  {shown(n['name'])} ({shown(n['op_type'])})")
     else:
         console.print("every node placed")
 
 
+def _check_model_args(args) -> None:
+    validate.count(args.seq_len, "--seq-len", what="tokens")
+    validate.count(args.context, "--context", what="tokens")
+
+
 def cmd_inspect(args) -> int:
+    _check_model_args(args)
     report = inspect_report(args.model, args.seq_len, args.context)
     if args.json:
         print(json.dumps(report, indent=1))
@@ -99,17 +109,17 @@ def compile_model(model: Path, out: Path, seq_len: int | None = None, context: i
     factors, strategies, weight placement) -> write BUILD atomically (manifest, weights, the static ONNX model
     for verification, the tokenizer found beside the model) with one hls4ml project per kernel in BUILD/hls.
     """
-    import shutil
-
     import onnx
 
-    from ..host.artifact import staged_directory, write_graph
+    from ..host.artifact import check_output, staged_directory, write_graph
     from .frontend import import_static
     from .passes.calibrate import load_samples
     from .precision import SEARCHED, preset_bits
     from .quantize import quantize
     from .verify import SOURCE_MODEL
 
+    inputs = _input_files(model, calib, overrides)
+    check_output(out, inputs)  # fail before the long work (staged_directory checks again before replacing)
     if precision is not None:
         preset_bits(precision)  # fail early on a bad name
     board_spec = None
@@ -153,7 +163,7 @@ def compile_model(model: Path, out: Path, seq_len: int | None = None, context: i
         hw = graph.meta.get("hardware") or {}
         log(f"hardware plan: {hw.get('mode', 'on_chip')} weights, {hw.get('kernel', 'block')} kernels "
             f"({hw.get('reason') or 'fit to ' + str(hw.get('board'))}); see plan.json")
-    with staged_directory(out) as tmp:
+    with staged_directory(out, inputs) as tmp:
         if precision is not None and hls:
             from .backend.hls4ml import write_projects
 
@@ -164,10 +174,50 @@ def compile_model(model: Path, out: Path, seq_len: int | None = None, context: i
 
             (tmp / PLAN_FILE).write_text(json.dumps(plan_of(graph), indent=1))
         onnx.save(static, str(tmp / SOURCE_MODEL))
-        tokenizer = Path(model).parent / "tokenizer.json"
-        if tokenizer.is_file():
-            shutil.copy(tokenizer, tmp / "tokenizer.json")
+        _copy_tokenizer(Path(model).parent / "tokenizer.json", tmp / "tokenizer.json", log)
     return graph
+
+
+def _input_files(model: Path, calib: Path | None, overrides: Path | None) -> list[Path]:
+    """Every file the compile reads: the model, its external data files, --calib and --overrides (a BUILD may
+    not be written over a folder that holds one of them)."""
+    files = [Path(model)] + [Path(p) for p in (calib, overrides) if p is not None]
+    try:
+        import onnx
+        from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+
+        proto = onnx.load(str(model), load_external_data=False)
+        for tensor in _get_all_tensors(proto):
+            if uses_external_data(tensor):
+                files.append(Path(model).parent / ExternalDataInfo(tensor).location)
+    except Exception:  # an unreadable model is reported by the front end, with its own message
+        pass
+    return files
+
+
+def _copy_tokenizer(source: Path, dest: Path, log) -> None:
+    """Copy tokenizer.json found beside the model, only when it is a regular file (never through a link,
+    which could read a file outside the inputs)."""
+    import os
+    import stat
+
+    try:
+        fd = os.open(source, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        return
+    except OSError:
+        if os.path.islink(source):
+            log(f"note: {source} is a symbolic link; it was not copied into the BUILD (fpgaformer copies only "
+                "a regular tokenizer.json beside the model). Copy the file itself there, or pass --tokenizer to "
+                "`fpgaformer run`.")
+        else:
+            log(f"note: {source} cannot be read; it was not copied into the BUILD.")
+        return
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            log(f"note: {source} is not a regular file; it was not copied into the BUILD.")
+            return
+        dest.write_bytes(f.read())
 
 
 def _read_overrides(path: Path | None) -> dict | None:
@@ -187,6 +237,8 @@ def _read_overrides(path: Path | None) -> dict | None:
 
 
 def cmd_compile(args) -> int:
+    _check_model_args(args)
+    validate.positive(args.tolerance, "--tolerance", "the relative RMS error allowed on the outputs, e.g. 0.01")
     if args.precision == "float":
         args.precision = None
     elif args.precision is None:
@@ -205,6 +257,8 @@ def cmd_compile(args) -> int:
 def cmd_verify(args) -> int:
     from .verify import plot_report, print_report, verify_build
 
+    validate.positive(args.tolerance, "--tolerance", "the relative RMS error allowed on the outputs, e.g. 0.01")
+    validate.count(args.count, "--count", what="inputs per kernel")
     if getattr(args, "csim", False):  # C simulation == emulator, bit for bit (compiler/verify_cli.py)
         from . import verify_cli
 

@@ -42,17 +42,70 @@ def _progress(quiet: bool):
 
 def _kernels(build: Path, say):
     """(quantized graph, kernel projects) of BUILD; writes the projects from the BUILD's graph if missing."""
-    from ..host.artifact import load_artifact
+    from ..host.artifact import check_no_symlinks, load_artifact
     from .backend.hls4ml import KERNEL_INDEX, read_graph, read_projects, write_projects
 
     if (build / "hls" / KERNEL_INDEX).is_file():
-        return read_graph(build), read_projects(build)
+        try:
+            index = json.loads((build / "hls" / KERNEL_INDEX).read_text())
+            projects = read_projects(build)
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(f"{build / 'hls' / KERNEL_INDEX} is not a kernel index fpgaformer wrote ({e}); "
+                            f"{REDO}.") from None
+        _check_sources(build, projects, index)
+        return read_graph(build), projects
     graph = load_artifact(build)[0]
     if any(t.dtype == "float32" and t.fixed is None for t in graph.tensors.values()):
         raise UserError(f"{build} holds a float graph: C simulation needs fixed-point kernels. Compile with "
                         "--precision (e.g. w8a16) first.")
+    check_no_symlinks(build, build / "hls")
     say(f"writing the HLS kernel projects into {build / 'hls'} ...")
     return graph, write_projects(graph, build, progress=say)
+
+
+REDO = "recompile the model into a new BUILD (`fpgaformer compile MODEL.onnx --precision w8a16 -o NEW_BUILD`)"
+
+
+def _check_sources(build: Path, projects, index: dict) -> None:
+    """Before anything of BUILD runs (``--csim`` runs each project's build_lib.sh and loads the library it makes):
+    every file of every kernel project must be the one compile wrote (sha256 in kernels.json, ``files``), with
+    no file added (only g++'s outputs: ``*.o`` and ``firmware/<project>-*.so``) and no symbolic link."""
+    import hashlib
+    import os
+
+    from ..host.artifact import check_no_symlinks
+
+    recorded = {k.get("name"): k.get("files") for k in index.get("kernels", []) if isinstance(k, dict)}
+    for project in projects:
+        files = recorded.get(project.name)
+        if not isinstance(files, dict) or not files:
+            raise UserError(f"{build} records no checksums of its kernel project {project.path} (written by an "
+                            "older fpgaformer, or edited); `verify --csim` runs only kernel projects whose files "
+                            f"are the ones compile wrote, so nothing was run. {REDO[:1].upper() + REDO[1:]}.")
+        check_no_symlinks(build, project.path)
+        problems, seen = [], set()
+        for folder, dirs, names in os.walk(project.path):
+            for name in dirs + names:
+                path = Path(folder) / name
+                rel = path.relative_to(project.path).as_posix()
+                if path.is_symlink():
+                    problems.append(f"{rel} is a symbolic link")
+                elif name in names:
+                    seen.add(rel)
+                    output = (rel.endswith(".o") and "/" not in rel) or (
+                        rel.startswith(f"firmware/{project.project}-") and rel.endswith(".so") and rel.count("/") == 1)
+                    if rel in files:
+                        if hashlib.sha256(path.read_bytes()).hexdigest() != files[rel]:
+                            problems.append(f"{rel} was changed")
+                    elif not output:
+                        problems.append(f"{rel} was added")
+        problems += [f"{rel} is missing" for rel in sorted(set(files) - seen)]
+        if problems:
+            shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
+            raise UserError(f"the kernel project {project.path} is not the one fpgaformer compile wrote ({shown}). "
+                            "`verify --csim` would run its build_lib.sh and load the library it builds, so nothing "
+                            "was run: a BUILD is code, trust it only as you would trust its author's code. "
+                            f"{REDO[:1].upper() + REDO[1:]}.")
 
 
 def run_csim(args) -> dict:
@@ -82,15 +135,18 @@ def run_csim(args) -> dict:
 
 
 def print_report(report: dict) -> None:
-    print(f"C simulation vs emulator, {report['samples']} inputs per kernel ({report['build']})")
+    from .validate import plain  # names, paths and compiler logs: control characters shown, never sent raw
+
+    print(f"C simulation vs emulator, {report['samples']} inputs per kernel ({plain(report['build'])})")
     for k in report["kernels"]:
         if k["error"]:
-            print(f"  {k['kernel']:<16} FAILED\n" + "\n".join("    " + l for l in k["error"].splitlines()))
+            lines = (plain(line) for line in k["error"].splitlines())
+            print(f"  {plain(k['kernel']):<16} FAILED\n" + "\n".join("    " + line for line in lines))
             continue
         verdict = "bit-identical" if k["identical"] else "MISMATCH"
         bad = sum(o["mismatches"] for o in k["outputs"])
         total = sum(o["elements"] for o in k["outputs"])
-        print(f"  {k['kernel']:<16} {verdict:<14} {total - bad}/{total} output codes equal; g++ "
+        print(f"  {plain(k['kernel']):<16} {verdict:<14} {total - bad}/{total} output codes equal; g++ "
               f"{k['compile_s']:.1f} s, C-sim {k['csim_s']:.2f} s, emulator {k['emulator_s']:.3f} s")
     print("passed" if report["passed"] else "FAILED")
 

@@ -2,14 +2,23 @@
 
 Writes are atomic at the directory level: everything goes to a temporary sibling directory that is renamed
 into place only when complete, so an interrupted or failed compile never leaves a BUILD that looks finished.
+
+What may be replaced (`check_output`, the one rule every writer of a whole BUILD goes through): a path that does
+not exist, an empty directory, or a BUILD fpgaformer wrote (a directory holding the marker file
+``.fpgaformer-build`` and a readable ``manifest.json``) -- never a symbolic link, a file, another directory, or a
+directory that holds the inputs of the compile. Writers inside an existing BUILD (``fpgaformer build``, ``verify``)
+go through `check_no_symlinks` first, so a link planted in a BUILD cannot send a write outside it.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import secrets
 import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,10 +31,17 @@ from .graph import Graph
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.npz"
 FORMAT_VERSION = 1
+BUILD_MARKER = ".fpgaformer-build"  # written into every BUILD: what `check_output` may replace
+MARKER_TEXT = ("This folder is a BUILD written by fpgaformer. `fpgaformer compile -o` replaces it whole; "
+               "a folder without this file is never replaced.\n")
 
 
 class ArtifactError(Exception):
     """A BUILD directory that is missing, incomplete or from an incompatible version."""
+
+
+class OutputError(ArtifactError):
+    """An output path fpgaformer will not write (not its own BUILD, a link, holds the inputs) or lost a race."""
 
 
 def weights_checksum(weights: dict[str, np.ndarray]) -> str:
@@ -39,27 +55,151 @@ def weights_checksum(weights: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+def _output_path(final: Path) -> Path:
+    """``final`` made absolute with its parent folder resolved; the last component is kept as given (a link
+    there is the link itself, never what it points to)."""
+    final = Path(os.path.abspath(final))
+    return final if final.name == "" else final.parent.resolve() / final.name
+
+
+def _regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def is_build(path: Path) -> bool:
+    """``path`` is a directory (not a link) fpgaformer wrote: it holds the marker file and a ``manifest.json``
+    of our format (any version: an older BUILD may be replaced)."""
+    path = Path(path)
+    try:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            return False
+    except OSError:
+        return False
+    if not (_regular_file(path / BUILD_MARKER) and _regular_file(path / MANIFEST)):
+        return False
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == "fpgaformer-artifact"
+
+
+def check_output(final: Path, inputs=()) -> Path:
+    """The rule for replacing ``final`` with a new BUILD; returns the absolute path, or raises `OutputError`.
+
+    Allowed: ``final`` does not exist, is an empty directory, or is a BUILD fpgaformer wrote (`is_build`).
+    Refused: a symbolic link (its target would be lost), a file, any other directory, and a directory that
+    holds one of ``inputs`` (the model file, its external data, ...)."""
+    final = _output_path(final)
+    redo = "Give -o a new folder name (or an empty folder)"
+    if os.path.islink(final):
+        raise OutputError(f"{final} is a symbolic link; fpgaformer does not write a BUILD through a link, because "
+                          f"what it points to would be replaced. {redo}.")
+    if not os.path.lexists(final):
+        return final
+    for item in inputs:
+        for candidate in {Path(os.path.abspath(item)), Path(item).resolve()}:
+            if candidate == final or final in candidate.parents:
+                what = "is" if candidate == final else f"holds {candidate},"
+                raise OutputError(f"{final} {what} an input of this compile; writing the BUILD there would delete "
+                                  f"it, so nothing was written. {redo}.")
+    try:
+        if not stat.S_ISDIR(os.lstat(final).st_mode):
+            raise OutputError(f"{final} exists and is a file, not a BUILD folder; fpgaformer replaces only BUILD "
+                              f"folders it wrote, so nothing was written. {redo}, or remove the file yourself.")
+        if not any(final.iterdir()) or is_build(final):
+            return final
+    except FileNotFoundError:  # moved away meanwhile (another writer of the same BUILD)
+        return final
+    if not os.path.lexists(final):
+        return final
+    raise OutputError(f"{final} is a folder that fpgaformer did not write (it lacks {BUILD_MARKER} with a "
+                      f"readable {MANIFEST}); fpgaformer replaces only its own BUILD folders, so nothing was "
+                      f"written. {redo}, or remove that folder yourself if you no longer need it (a BUILD from an "
+                      f"fpgaformer older than this check has no marker either).")
+
+
+def check_no_symlinks(root: Path, *paths: Path) -> None:
+    """Refuse (`OutputError`) before writing ``paths`` inside the BUILD ``root`` when one of them, or a folder
+    between ``root`` and it, is a symbolic link (or when a path is outside ``root``): a link planted in a BUILD
+    must not send a write outside it."""
+    root = Path(os.path.abspath(root))
+    for path in paths:
+        path = Path(os.path.abspath(path))
+        if path != root and root not in path.parents:
+            raise OutputError(f"refusing to write {path}: it is outside the BUILD {root}.")
+        current = root
+        for part in path.relative_to(root).parts:
+            current = current / part
+            if os.path.islink(current):
+                raise OutputError(f"{current} is a symbolic link inside the BUILD {root}; fpgaformer writes only "
+                                  "real files and folders of a BUILD and does not follow a link out of it. Remove "
+                                  "the link and run the command again.")
+
+
 @contextmanager
-def staged_directory(final: Path) -> Iterator[Path]:
+def staged_directory(final: Path, inputs=()) -> Iterator[Path]:
     """Yield an empty temporary directory beside ``final``; on success it replaces ``final`` atomically.
 
-    On any exception the temporary directory is removed and ``final`` is left as it was.
+    ``final`` must pass `check_output` (checked on entry, so a long compile fails early, and again before the
+    rename). On any exception the temporary directory is removed and ``final`` is left as it was. Concurrent
+    writers of one BUILD use unique temporary names and atomic renames: one of them wins, the others raise
+    `OutputError` saying so, and no ``.partial``/``.old`` directory is left behind.
     """
-    final = Path(final).resolve()
+    final = check_output(final, inputs)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
     try:
         yield tmp
+        (tmp / BUILD_MARKER).write_text(MARKER_TEXT)
+        _commit(tmp, final, inputs)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+
+
+_RENAME_BLOCKED = (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR)
+
+
+def _commit(tmp: Path, final: Path, inputs) -> None:
+    """Rename ``tmp`` to ``final``: directly when ``final`` is absent or empty (rename(2) replaces an empty
+    directory atomically), else by moving the old BUILD aside under a unique name first."""
+    check_output(final, inputs)  # again: the folder may have changed while the compile ran
+    try:
+        os.rename(tmp, final)
+        return
+    except OSError as e:
+        if e.errno not in _RENAME_BLOCKED:
+            raise
+    old = final.with_name(f".{final.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        os.rename(final, old)
+    except FileNotFoundError:  # another writer moved it aside first
+        old = None
+    try:
+        if old is not None and not is_build(old):  # replaced by something else since the check: put it back
+            os.rename(old, final)
+            old = None
+            check_output(final, inputs)  # raises with the reason
+        try:
+            os.rename(tmp, final)
+        except OSError as e:
+            if e.errno not in _RENAME_BLOCKED:
+                raise
+            raise OutputError(f"another fpgaformer wrote the BUILD {final} at the same time and finished first; "
+                              "its BUILD was kept and this one discarded. Run this compile again if you want its "
+                              "result there.") from None
+    except BaseException:
+        if old is not None and not os.path.lexists(final):
+            os.rename(old, final)  # interrupted between the two renames: the old BUILD goes back
+            old = None
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def write_graph(directory: Path, graph: Graph) -> None:
@@ -73,7 +213,7 @@ def write_graph(directory: Path, graph: Graph) -> None:
 
 
 def save_artifact(directory: Path, graph: Graph) -> None:
-    """Write a complete artifact to ``directory`` atomically (replacing an older one)."""
+    """Write a complete artifact to ``directory`` atomically (replacing an older BUILD; see `check_output`)."""
     with staged_directory(Path(directory)) as tmp:
         write_graph(tmp, graph)
 

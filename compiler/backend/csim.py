@@ -66,12 +66,13 @@ def compile_kernel(project: KernelProject, timeout: float = COMPILE_TIMEOUT_S, r
     sources = [p for p in (project.path / "firmware").rglob("*") if p.suffix in (".h", ".cpp", ".txt")]
     if reuse and lib is not None and all(s.stat().st_mtime <= lib.stat().st_mtime for s in sources):
         return Compiled(project.name, lib, 0.0)
-    script = project.path / "build_lib.sh"
+    folder = Path(os.path.abspath(project.path))  # absolute: the script is run from inside its own folder
+    script = folder / "build_lib.sh"
     if not script.is_file():
         raise CompileError(project.name, project.path, "", "build_lib.sh is missing: rewrite the project")
     start = time.perf_counter()
     try:
-        done = subprocess.run(["bash", str(script)], cwd=project.path, stdout=subprocess.PIPE,
+        done = subprocess.run(["bash", str(script)], cwd=folder, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")

@@ -591,21 +591,20 @@ def write_project(part: Partition, hls_root: Path, backend: str = DEFAULT_BACKEN
 # a C string literal the script computes from the folder's bytes, every byte other than [A-Za-z0-9/_.-] as a
 # three-digit octal escape (`\ooo`: exact, cannot end the literal, no trigraph `??` survives), so any path works.
 HLS4ML_WEIGHTS_DIR = 'WEIGHTS_DIR="\\"${BASEDIR}/firmware/weights\\""'
-SAFE_WEIGHTS_DIR = """\
-# fpgaformer: the weights folder as a C string literal of its bytes, each byte other than [A-Za-z0-9/_.-] as an
-# octal escape, so that no character of the BUILD path can end the literal or become C++ code
+SAFE_WEIGHTS_DIR = r'''# fpgaformer: the weights folder as a C string literal of its bytes, each byte other than
+# [A-Za-z0-9/_.-] as an octal escape, so that no character of the BUILD path can end the literal or become C++ code
 ff_c_string() {
   local LC_ALL=C s="$1" out="" c i
   for ((i = 0; i < ${#s}; i++)); do
     c="${s:i:1}"
     case "$c" in
       [A-Za-z0-9/_.-]) out+="$c" ;;
-      *) printf -v c '\\\\%03o' "'$c"; out+="$c" ;;
+      *) printf -v c '\\%03o' "'$c"; out+="$c" ;;
     esac
   done
   printf '"%s"' "$out"
 }
-WEIGHTS_DIR="$(ff_c_string "${BASEDIR}/firmware/weights")""""
+WEIGHTS_DIR="$(ff_c_string "${BASEDIR}/firmware/weights")"'''
 
 
 def _parallel_build(script: Path) -> None:
@@ -659,9 +658,20 @@ def write_projects(graph: Graph, build_dir: Path, backend: str = DEFAULT_BACKEND
     graph_dir = hls_root / "graph"
     graph_dir.mkdir(exist_ok=True)
     write_graph(graph_dir, graph)  # the quantized graph the kernels were made from (verify reads it)
+    kernels = [{**p.to_json(), "files": project_checksums(p.path)} for p in projects]
     (hls_root / KERNEL_INDEX).write_text(json.dumps({"backend": backend, "part": part_name, "clock_ns": clock_ns,
-                                                     "kernels": [p.to_json() for p in projects]}, indent=1))
+                                                     "kernels": kernels}, indent=1))
     return projects
+
+
+def project_checksums(project_dir: Path) -> dict[str, str]:
+    """sha256 of every file of a kernel project (scripts, sources, headers, weights), keyed by its path relative to
+    the project: the index ``verify --csim`` checks before it runs a BUILD's build_lib.sh and loads its library."""
+    import hashlib
+
+    project_dir = Path(project_dir)
+    return {p.relative_to(project_dir).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(project_dir.rglob("*")) if p.is_file() and not p.is_symlink()}
 
 
 def read_projects(build_dir: Path) -> list[KernelProject]:

@@ -98,7 +98,15 @@ def test_kernel_that_cannot_compile_is_reported(models, tmp_path):
     assert project.name in message and str(project.path) in message
     assert "undeclared_name" in message and "error" in message
 
-    # the CLI: one report per kernel, exit status 1, in bounded time
+    # the CLI: one report per kernel, exit status 1, in bounded time. The BUILD's checksum index is updated to
+    # the edited header, so this models a kernel fpgaformer itself wrote that does not compile (an edit it did
+    # not write is refused before g++ runs: tests/compiler/test_hostile_paths.py)
+    from fpgaformer.compiler.backend.hls4ml import project_checksums
+
+    index = build / "hls" / "kernels.json"
+    data = json.loads(index.read_text())
+    data["kernels"][0]["files"] = project_checksums(project.path)
+    index.write_text(json.dumps(data))
     done = subprocess.run([sys.executable, "-m", "fpgaformer.compiler.cli", "verify", str(build), "--csim",
                            "--json"], capture_output=True, text=True, timeout=900,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
