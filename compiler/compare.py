@@ -2,6 +2,11 @@
 
 Every IR tensor that has an ONNX tensor of the same name is fetched from onnxruntime (the static model with
 those tensors exposed as outputs) and compared: max abs error, and the ONNX reference's max abs value.
+
+Non-finite values are never dropped silently. Where the reference holds NaN/inf inside the graph (an additive
+mask of -inf), ours must hold the same value there (same sign of inf, NaN for NaN) and the error is taken over
+the finite rest; any other pattern is an error of inf. A graph *output* whose reference holds any NaN/inf is an
+error of inf: a non-finite reference confirms nothing (``nonfinite`` counts those values).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ class TensorDiff:
     op: str
     max_abs_err: float
     ref_max_abs: float
+    nonfinite: int = 0  # NaN/inf values in the onnxruntime reference
 
 
 class OrtProbe:
@@ -54,6 +60,7 @@ def compare(graph: Graph, model: onnx.ModelProto, feeds: dict[str, np.ndarray]) 
     ours = reference.run(graph, feeds, dtype=np.float64)
     names = [out for layer in graph.layers for out in layer.outputs]
     theirs = OrtProbe(model, names).run(feeds)
+    outputs = set(graph.outputs)
     diffs = []
     for layer in graph.layers:
         for out in layer.outputs:
@@ -62,9 +69,12 @@ def compare(graph: Graph, model: onnx.ModelProto, feeds: dict[str, np.ndarray]) 
             want = np.asarray(theirs[out], dtype=np.float64)
             got = np.asarray(ours[out], dtype=np.float64)
             finite = np.isfinite(want)
-            err = float(np.max(np.abs(np.where(finite, got - want, 0.0)), initial=0.0))
-            if got.shape != want.shape or not np.array_equal(np.isfinite(got), finite):
+            nonfinite = int(want.size - np.count_nonzero(finite))
+            if got.shape != want.shape or (nonfinite and out in outputs) or not np.isfinite(got[finite]).all() \
+                    or not np.array_equal(got[~finite], want[~finite], equal_nan=True):
                 err = float("inf")
+            else:
+                err = float(np.max(np.abs(got[finite] - want[finite]), initial=0.0))
             diffs.append(TensorDiff(out, layer.name, layer.op, err,
-                                    float(np.max(np.abs(np.where(finite, want, 0.0)), initial=0.0))))
+                                    float(np.max(np.abs(np.where(finite, want, 0.0)), initial=0.0)), nonfinite))
     return diffs

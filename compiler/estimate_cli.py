@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..host.graph import Graph
 from .boards import Board, known_boards, load_board
+from . import validate
 from .errors import UserError
 from .estimate import DesignEstimate, estimate_graph, has_settings
 from .fit import MODES, FitResult, choose_hardware
@@ -99,10 +100,11 @@ def _preset_of(meta) -> str | None:
 
 
 def run(args) -> int:
-    if not 0 < args.budget <= 1:
-        raise UserError(f"--budget must be a fraction in (0, 1], got {args.budget}.")
-    if args.clock is not None and args.clock <= 0:
-        raise UserError(f"--clock must be positive (MHz), got {args.clock}.")
+    validate.number(args.budget, "--budget", low=0, low_open=True, high=1, unit="the fraction of each resource "
+                    "the design may use, e.g. 0.8")
+    validate.positive(args.clock, "--clock", "MHz")
+    validate.count(args.seq_len, "--seq-len", what="tokens")
+    validate.count(args.context, "--context", what="tokens")
     board = load_board(args.board)
     graph, manifest = load_model(args.model, args.seq_len, args.context)
     stored = graph.meta.get("hardware", {}) if isinstance(graph.meta.get("hardware"), dict) else {}
@@ -220,15 +222,17 @@ def print_report(r: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from .validate import shown  # names come from model and board files: no markup, no control characters
+
     con = Console()
     if not con.is_terminal:
         con = Console(width=200)  # pipes and logs: keep the wide tables whole
-    b = r["board"]
+    b = {k: shown(v) if isinstance(v, str) else v for k, v in r["board"].items()}
     unit = "tokens/s" if r["kind"] == "decoder" else "sequences/s"
     item = "token (decode step)" if r["kind"] == "decoder" else "sequence"
-    con.print(f"[bold]ESTIMATE[/bold] {r.get('model') or ''} ({r['kind']}, seq_len {r.get('seq_len')}"
+    con.print(f"[bold]ESTIMATE[/bold] {shown(r.get('model') or '')} ({r['kind']}, seq_len {r.get('seq_len')}"
               + (f", context {r.get('context')}" if r["kind"] == "decoder" else "") + f") on {b['title']} "
-              f"({b['part']}), {r['precision']}, {b['clock_mhz']:g} MHz, budget {r['budget']:.0%}; "
+              f"({b['part']}), {shown(r['precision'])}, {b['clock_mhz']:g} MHz, budget {r['budget']:.0%}; "
               f"settings from {r['settings_from']}")
     if r["layers"]:
         t = Table(title=f"per layer (estimates; cycles per {item}; xN = instances x uses)")
@@ -239,9 +243,10 @@ def print_report(r: dict) -> None:
         for l in r["layers"]:
             mac = "reuse_factor" in l
             name = l["layer"] if len(l["layer"]) <= 24 else "…" + l["layer"][-23:]
-            t.add_row(name, l["role"] or "", l["op"], f"{l['instances']}x{l['uses']}",
-                      str(l["reuse_factor"] if mac else l.get("lanes", "")), l.get("strategy", "") if mac else "",
-                      l.get("weights", "") if mac else "", _n(l["dsp"]), _n(l["bram36"], 1), _n(l["uram"]),
+            t.add_row(shown(name), shown(l["role"] or ""), shown(l["op"]), f"{l['instances']}x{l['uses']}",
+                      str(l["reuse_factor"] if mac else l.get("lanes", "")),
+                      shown(l.get("strategy", "")) if mac else "", shown(l.get("weights", "")) if mac else "",
+                      _n(l["dsp"]), _n(l["bram36"], 1), _n(l["uram"]),
                       _n(l["lut"]), _n(l["ff"]), _n(l["ii"]), _n(l["interval"]), _n(l["latency"]),
                       _n(l["offchip_bytes"] / 1e6, 2))
         con.print(t)
@@ -265,7 +270,7 @@ def print_report(r: dict) -> None:
                       f"{m['fraction_of_bound']:.0%}", f"{m['mode']} weights, {m['kernel']} kernel, "
                       f"limited by {m['limited_by']}")
         else:
-            t.add_row(name, "[red]no[/red]", "-", "-", "-", "-", m.get("reason", ""))
+            t.add_row(name, "[red]no[/red]", "-", "-", "-", "-", shown(m.get("reason", "")))
     con.print(t)
     if d is not None:
         con.print(f"chosen design: [bold]{_n(d['throughput'], 1)} {unit}[/bold] (estimate), latency "
@@ -273,9 +278,9 @@ def print_report(r: dict) -> None:
                   f"{_n(d['tighter_bound'], 1)} {unit} ({d['limited_by']}): "
                   f"[bold]{d['fraction_of_bound']:.0%}[/bold] of it")
     if not r["fits"]:
-        con.print(f"[red bold]does not fit[/red bold]: {r['reason']}")
+        con.print(f"[red bold]does not fit[/red bold]: {shown(r['reason'])}")
         for s in r["suggestions"]:
-            con.print(f"  would fit: {s}")
+            con.print(f"  would fit: {shown(s)}")
     if r["calibration"]:
         t = Table(title="calibration: estimate vs synthesis report, per kernel")
         for col in ("kernel", "layers", "DSP est/rep", "BRAM36 est/rep", "URAM est/rep", "LUT est/rep",
@@ -285,7 +290,7 @@ def print_report(r: dict) -> None:
             est, rep = row["estimate"] or {}, row["report"]
             cells = [f"{_n(est.get(k))} / {_n(rep.get(k))}" for k in ("dsp", "bram36", "uram", "lut", "ff",
                                                                       "latency")]
-            t.add_row(row["kernel"], str(row["layers"]), *cells)
+            t.add_row(shown(row["kernel"]), str(row["layers"]), *cells)
         con.print(t)
     con.print(f"[dim]{CAVEAT}[/dim]")
 

@@ -77,6 +77,11 @@ def check_overrides(graph: Graph, overrides: dict) -> None:
         if HW_KEYS & set(entry) and name not in macs:
             problems.append(f"{name!r} is a {graph.layer(name).op} layer: reuse_factor / strategy / weights apply "
                             "to Linear and MatMul layers only")
+        for key in OVERRIDE_KEYS:  # widths of 2..32 bits: products and exact accumulators stay in 64-bit codes
+            bits = entry.get(key)
+            if key in entry and (isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 32):
+                problems.append(f"{name!r}: {key} must be an integer from 2 to 32 (bits; the presets use 8 and "
+                                f"16), got {bits!r}")
         rf = entry.get("reuse_factor")
         if rf is not None and (isinstance(rf, bool) or not isinstance(rf, int) or rf < 1):
             problems.append(f"{name!r}: reuse_factor must be a positive integer, got {rf!r}")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import validate
 from .errors import UserError
 
 
@@ -100,7 +101,8 @@ def _device_errors():
     return (DeviceError, ContractError)
 
 
-def print_stats(stats, unit: str, file=sys.stderr) -> None:
+def print_stats(stats, unit: str, file=None) -> None:
+    file = file or sys.stderr  # looked up per call: a default bound at import time outlives a replaced stderr
     s = stats.to_json()
     stages = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in s["stages_s"].items())
     rate = f"{stats.tokens_per_s():.1f} tokens/s, " if stats.new_tokens else ""
@@ -125,7 +127,15 @@ def synthetic_inputs(graph, n: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
     return out
 
 
+def _check_device_args(args) -> None:
+    """The numbers every runtime command takes (validated once, before a device is opened)."""
+    validate.positive(args.timeout, "--timeout", "seconds a launch may take")
+
+
 def cmd_run(args) -> int:
+    _check_device_args(args)
+    validate.count(args.batch, "--batch", what="sequences per launch")
+    validate.count(args.count, "--count", what="synthetic sequences")
     engine = open_engine(args.build, args.emulate, args.via_pynq, args.timeout, args.batch, args.coherence,
                          args.csim)
     if engine.kind != "encoder":
@@ -147,7 +157,8 @@ def cmd_run(args) -> int:
     try:
         codes = engine.encode(feeds, codes=True, progress=progress)
     except ValueError as e:
-        raise UserError(f"{args.inputs}: {e}") from None
+        source = args.inputs if args.inputs is not None else "synthetic inputs"
+        raise UserError(f"{source}: {e}.") from None
     except _device_errors() as e:
         raise UserError(str(e)) from None
     from ..host.fixed import to_float
@@ -180,6 +191,13 @@ def find_tokenizer(build: Path, explicit: Path | None):
 def cmd_generate(args) -> int:
     from ..host.generate import Generator, Sampling
 
+    _check_device_args(args)
+    validate.count(args.max_new_tokens, "--max-new-tokens", minimum=0, what="0 generates nothing")
+    validate.count(args.top_k, "--top-k", minimum=0, what="0: no top-k filter")
+    validate.number(args.top_p, "--top-p", low=0, low_open=True, high=1)
+    validate.positive(args.temperature, "--temperature", "use --greedy for argmax")
+    validate.count(args.seed, "--seed", minimum=0)
+    stop = validate.id_list(args.stop_ids, "--stop-ids")
     tokenizer = find_tokenizer(args.build, args.tokenizer)
     if args.prompt is not None:
         if tokenizer is None:
@@ -187,10 +205,7 @@ def cmd_generate(args) -> int:
                             "model) or --tokenizer PATH; or give token ids with --ids")
         ids = tokenizer.encode(args.prompt, add_special_tokens=False).ids
     else:
-        try:
-            ids = [int(x) for x in args.ids.split(",") if x.strip()]
-        except ValueError:
-            raise UserError(f"--ids must be comma-separated integers, got {args.ids!r}") from None
+        ids = validate.id_list(args.ids, "--ids")
     try:
         sampling = Sampling(greedy=args.greedy or not (args.top_k or args.top_p < 1 or args.temperature != 1.0
                                                         or args.sample),
@@ -201,7 +216,11 @@ def cmd_generate(args) -> int:
                          csim=args.csim)
     if engine.kind != "decoder":
         raise UserError(f"{args.build} is an encoder; use `fpgaformer run`")
-    stop = [int(x) for x in args.stop_ids.split(",")] if args.stop_ids else []
+    for flag, values in (("--ids" if args.prompt is None else "--prompt", ids), ("--stop-ids", stop)):
+        try:
+            engine.token_ids(values)  # ids outside the vocabulary would alias others in the 32-bit lanes
+        except ValueError as e:
+            raise UserError(f"{flag}: {e}; give token ids of this model's vocabulary.") from None
     gen = Generator(engine, sampling, stop_ids=stop)
     tokens: list[int] = []
     shown = ""

@@ -23,6 +23,7 @@ from .errors import UserError
 from .passes.calibrate import calibrate, synthetic_samples
 from .passes.fuse_masks import fuse_masks
 from .quantize import quantize
+from .validate import positive
 
 LOW, HIGH = {"weight_bits": 8, "act_bits": 8}, {"weight_bits": 16, "act_bits": 16}
 TRIAL_SAMPLES = 4
@@ -63,6 +64,7 @@ def search_precision(graph: Graph, model, samples: dict | None, tolerance: float
     if tolerance is None:
         raise UserError("--precision auto needs --tolerance (the relative RMS error allowed on the outputs, "
                         "e.g. 0.01).")
+    positive(tolerance, "--tolerance", "the relative RMS error allowed on the outputs, e.g. 0.01")  # nan meets all
     samples = samples if samples is not None else synthetic_samples(graph)
     ranges = calibrate(fuse_masks(graph.copy()), samples, model)
     trial = {k: v[:TRIAL_SAMPLES] for k, v in samples.items()}

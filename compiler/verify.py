@@ -6,6 +6,10 @@ For every IR tensor that also exists in the ONNX model (same name), over all inp
 Verdict: every graph output must have a relative RMS error (RMS error / RMS of the reference) within the
 tolerance. The default tolerance is derived from the activation width A: 2**-(A/2) (a16: 0.0039, a8: 0.0625),
 i.e. half of the bits survive a whole network of roundings; ``--tolerance`` overrides it.
+Non-finite values fail the check, each with a sentence in ``problems``: a NaN/inf in the onnxruntime reference
+of a graph output (there is nothing to compare the design with), a NaN/inf anywhere in the emulator (fixed point
+has none: a bug), or no graph output known to onnxruntime. NaN/inf inside the reference graph (additive -inf
+masks) are counted per tensor and left out of its sums.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ class LayerError:
     ref_rms: float
     cosine: float
     overflows: int
+    ref_nonfinite: int = 0  # NaN/inf values of the onnxruntime reference over all samples (left out of the sums)
+    emu_nonfinite: int = 0  # NaN/inf values of the emulator over all samples (left out of the sums)
 
     @property
     def rel_rms(self) -> float:
@@ -54,6 +60,7 @@ def compare_emulator(graph: Graph, model, samples: dict[str, np.ndarray]) -> lis
     layer_of = {l.output: l for l in graph.layers}
     sums = {n: np.zeros(4) for n in known}  # sq err, sq ref, dot, sq emu
     worst = {n: 0.0 for n in known}
+    nonfinite = {n: [0, 0] for n in known}  # reference, emulator
     emulator = Emulator(graph)
     count = next(iter(samples.values())).shape[0]
     for i in range(count):
@@ -63,8 +70,10 @@ def compare_emulator(graph: Graph, model, samples: dict[str, np.ndarray]) -> lis
         for name in known:
             a = np.asarray(ours[name], np.float64).ravel()
             b = np.asarray(theirs[name], np.float64).ravel()
-            finite = np.isfinite(b)
-            a, b = a[finite], b[finite]
+            finite_a, finite_b = np.isfinite(a), np.isfinite(b)
+            nonfinite[name][0] += b.size - int(np.count_nonzero(finite_b))
+            nonfinite[name][1] += a.size - int(np.count_nonzero(finite_a))
+            a, b = a[finite_a & finite_b], b[finite_a & finite_b]
             d = a - b
             sums[name] += [d @ d, b @ b, a @ b, a @ a]
             worst[name] = max(worst[name], float(np.max(np.abs(d), initial=0.0)))
@@ -77,7 +86,8 @@ def compare_emulator(graph: Graph, model, samples: dict[str, np.ndarray]) -> lis
         layer = layer_of[name]
         cosine = dot / np.sqrt(sq_ref * sq_emu) if sq_ref > 0 and sq_emu > 0 else float(sq_ref == sq_emu)
         rows.append(LayerError(name, layer.name, layer.op, worst[name], float(np.sqrt(sq_err / n)),
-                               float(np.sqrt(sq_ref / n)), float(cosine), emulator.overflows.get(layer.name, 0)))
+                               float(np.sqrt(sq_ref / n)), float(cosine), emulator.overflows.get(layer.name, 0),
+                               *nonfinite[name]))
     return rows
 
 
@@ -99,25 +109,55 @@ def verify_build(build: Path, inputs: Path | None = None, tolerance: float | Non
     rows = compare_emulator(graph, model, samples)
     outputs = set(graph.outputs)
     verdicts = [r.rel_rms <= tolerance for r in rows if r.tensor in outputs]
+    problems = nonfinite_problems(rows, outputs, next(iter(samples.values())).shape[0])
+    if not verdicts:
+        problems.append("no graph output of the design exists in the source model under the same name, so no "
+                        "output was compared; recompile the BUILD from its ONNX model.")
     return {"build": str(build), "precision": graph.meta.get("preset"), "samples": int(
         next(iter(samples.values())).shape[0]), "inputs": str(inputs) if inputs else "synthetic",
-        "tolerance_rel_rms": tolerance, "ok": bool(verdicts) and all(verdicts),
+        "tolerance_rel_rms": tolerance, "ok": bool(verdicts) and all(verdicts) and not problems,
+        "problems": problems,
         "layers": [{**asdict(r), "rel_rms": r.rel_rms, "output": r.tensor in outputs} for r in rows]}
+
+
+def nonfinite_problems(rows: list[LayerError], outputs: set[str], samples: int) -> list[str]:
+    """One sentence per tensor whose NaN/inf values make the comparison fail (module docstring)."""
+    problems = []
+    for r in rows:
+        if r.tensor in outputs and r.ref_nonfinite:
+            problems.append(f"the onnxruntime reference of output {r.tensor!r} holds {r.ref_nonfinite} NaN/inf "
+                            f"value(s) over {samples} sample(s), so the design cannot be checked against it: the "
+                            "float model itself overflows or divides by zero on these inputs. Run the source model "
+                            "with onnxruntime on them, and verify with inputs it computes finite outputs for "
+                            "(--inputs).")
+        if r.emu_nonfinite:
+            what = "output" if r.tensor in outputs else "tensor"
+            problems.append(f"the emulator's {what} {r.tensor!r} (layer {r.layer!r}) holds {r.emu_nonfinite} "
+                            "NaN/inf value(s); fixed point has none, so this is a bug of fpgaformer: please report "
+                            "it with the BUILD.")
+    return problems
 
 
 def print_report(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from .validate import shown  # layer names come from the model file: no markup, no control characters
+
     console = Console()
-    table = Table(title=f"emulator ({report['precision']}) vs onnxruntime float, {report['samples']} samples")
+    table = Table(title=f"emulator ({shown(report['precision'])}) vs onnxruntime float, {report['samples']} samples")
     for column in ("layer", "op", "max abs err", "rms err", "rel rms", "cosine", "overflows"):
         table.add_column(column, overflow="fold")
     for r in report["layers"]:
         mark = " (output)" if r["output"] else ""
-        table.add_row(r["layer"] + mark, r["op"], f"{r['max_abs']:.3g}", f"{r['rms']:.3g}", f"{r['rel_rms']:.3g}",
-                      f"{r['cosine']:.6f}", str(r["overflows"]) if r["overflows"] else "")
+        table.add_row(shown(r["layer"]) + mark, shown(r["op"]), f"{r['max_abs']:.3g}", f"{r['rms']:.3g}",
+                      f"{r['rel_rms']:.3g}", f"{r['cosine']:.6f}", str(r["overflows"]) if r["overflows"] else "")
     console.print(table)
+    for problem in report.get("problems", []):
+        console.print(f"[red]FAILED[/]: {shown(problem)}")
+    if report.get("problems"):
+        console.print("[red]not verified[/] (NaN/inf values; see above)")
+        return
     verdict = "[green]within" if report["ok"] else "[red]OUTSIDE"
     console.print(f"{verdict} tolerance[/] (relative RMS error of the outputs <= {report['tolerance_rel_rms']:.3g})")
 

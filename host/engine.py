@@ -38,6 +38,76 @@ from .fixed import quantize, to_float
 from .graph import Graph
 
 STAGES = ("pack", "sync", "launch", "wait", "unpack")
+LANE_MIN, LANE_END = -(1 << 31), 1 << 31  # integer inputs travel in 32-bit two's-complement lanes
+
+
+# ------------------------------------------------------------------------------------ input checks
+def id_limits(graph: Graph) -> dict[str, int]:
+    """{graph input: number of rows of the embedding table(s) it indexes} for every input that is a tensor of
+    ids (reaching an Embedding directly or through Reshapes, which keep the element order)."""
+    producer = graph.producer()
+    limits: dict[str, int] = {}
+    for layer in graph.layers:
+        if layer.op != "Embedding":
+            continue
+        name = layer.inputs[0]
+        while name not in graph.inputs and name in producer and producer[name].op == "Reshape":
+            name = producer[name].inputs[0]
+        if name in graph.inputs:
+            rows = int(np.shape(layer.params["table"])[0])
+            limits[name] = min(rows, limits.get(name, rows))
+    return limits
+
+
+def _first_bad(a: np.ndarray, bad: np.ndarray) -> str:
+    """'value v at index i' of the first True of ``bad`` (an index into ``a``)."""
+    at = np.unravel_index(int(np.argmax(bad)), a.shape) if a.ndim else ()
+    where = f" at index {tuple(int(i) for i in at)}" if a.ndim > 1 else f" at position {int(at[0])}" if a.ndim else ""
+    value = a[at]
+    return f"{value.item() if hasattr(value, 'item') else value!r}{where}"
+
+
+def check_ids(values, limit: int | None, what: str = "token id") -> np.ndarray:
+    """``values`` as int64 if every one is a whole number in [0, limit) (or in the 32-bit lane without a limit);
+    a ValueError that names the first bad value otherwise. Nothing is cast before it is checked: ids of 2**32
+    and more, negative ids, uint64 and float ids would alias other ids in the lanes."""
+    a = np.asarray(values)
+    if a.size == 0:
+        return np.zeros(a.shape, np.int64)
+    lo, hi = (0, limit) if limit is not None else (LANE_MIN, LANE_END)
+    if a.dtype == object and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in a.flat):
+        bad = np.vectorize(lambda v: not lo <= int(v) < hi, otypes=[bool])(a)
+    elif a.dtype.kind in "iu":
+        bad = (a < lo) | (a >= hi)
+    else:
+        example = _first_bad(a, np.ones(a.shape, bool))
+        raise ValueError(f"{what}s must be integers; got {a.dtype} values (e.g. {example})")
+    if bad.any():
+        allowed = f"the vocabulary has {limit} ids, 0..{limit - 1}" if limit is not None else \
+            f"values travel in 32-bit lanes, {LANE_MIN}..{LANE_END - 1}"
+        raise ValueError(f"{what} {_first_bad(a, bad)} is out of range: {allowed}")
+    return a.astype(np.int64)
+
+
+def check_feed(name: str, values, dtype: str, limit: int | None = None) -> np.ndarray:
+    """One model input's array checked against the input's kind: integer inputs (``dtype`` int*/bool) take
+    integer arrays (ids within ``limit``, other integers within the 32-bit lane), returned as int64; float
+    inputs take finite real arrays, returned as float64. A ValueError says what is wrong otherwise."""
+    a = np.asarray(values)
+    if dtype.startswith(("int", "uint")) or dtype == "bool":
+        if a.dtype.kind not in ("iub" if dtype == "bool" else "iu"):
+            raise ValueError(f"input {name!r} holds {a.dtype} values; the model takes integers ({dtype}) there "
+                             "(token ids, masks): give an integer array")
+        return check_ids(a.astype(np.int64) if a.dtype.kind == "b" else a, limit,
+                         what=f"input {name!r} value" if limit is None else f"input {name!r} token id")
+    if a.dtype.kind not in "iuf":
+        raise ValueError(f"input {name!r} holds {a.dtype} values; the model takes real numbers ({dtype}) there")
+    a = a.astype(np.float64)
+    finite = np.isfinite(a)
+    if not finite.all():
+        raise ValueError(f"input {name!r} holds {int((~finite).sum())} NaN/inf value(s) (first: "
+                         f"{_first_bad(a, ~finite)}); give finite numbers")
+    return a
 
 
 @dataclass
@@ -73,7 +143,12 @@ class Engine:
         self.contract = c = device.contract
         c.check_artifact(graph, manifest)  # before anything is sent
         self.graph = graph
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
+            raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+            raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
         self.timeout = float(timeout)
+        self.id_limits = id_limits(graph)
         self.kind = c.kind
         self.stats = RunStats()
         self._design_checked = False
@@ -208,9 +283,14 @@ class Engine:
             if f.name not in feeds:
                 raise ValueError(f"missing input {f.name!r}; the model takes {[x.name for x in fields]}")
             a = np.asarray(feeds[f.name])
-            count = a.size // f.count if f.count else 0
-            if a.size != count * f.count or count == 0:
-                raise ValueError(f"input {f.name!r} of shape {a.shape} is not a batch of {f.shape}")
+            accepted = [f.shape] + ([f.shape[1:]] if len(f.shape) > 1 and f.shape[0] == 1 else [])
+            if a.ndim == 0 or tuple(a.shape[1:]) not in accepted or a.shape[0] == 0:
+                forms = " or ".join("(N, " + ", ".join(map(str, s)) + ")" for s in accepted)
+                raise ValueError(f"input {f.name!r} has shape {a.shape}; the model takes {forms} for N >= 1 "
+                                 "sequences (one sequence per row; a longer sequence is not split into several, "
+                                 "and axes are never reordered)")
+            count = a.shape[0]
+            a = check_feed(f.name, a, self.graph.tensors[f.name].dtype, self.id_limits.get(f.name))
             arrays[f.name] = a.reshape(count, *f.shape)
             if n is not None and count != n:
                 raise ValueError(f"inputs disagree on the batch size ({n} vs {count})")
@@ -223,7 +303,7 @@ class Engine:
                     values = {}
                     for f in fields:
                         v = arrays[f.name][start + i]
-                        values[f.name] = quantize(v, f.fixed) if (f.fixed is not None and v.dtype.kind == "f") else v
+                        values[f.name] = quantize(v, f.fixed) if f.fixed is not None else v
                     at = i * self.in_rec.nbytes
                     self.inbuf.array[at:at + self.in_rec.nbytes] = self.in_rec.pack(values)
             size = self.out_rec.nbytes
@@ -283,11 +363,20 @@ class Engine:
         f = out.fields[0]
         return to_float(values[f.name], f.fixed) if f.fixed is not None else values[f.name].astype(np.float64)
 
+    @property
+    def vocab(self) -> int | None:
+        """Rows of the embedding table the decoder's token ids index (None when the graph has none)."""
+        return self.id_limits.get("input_ids", min(self.id_limits.values(), default=None))
+
+    def token_ids(self, ids) -> np.ndarray:
+        """``ids`` as a flat int64 array, each a whole number in [0, vocab) (`check_ids`), else ValueError."""
+        return check_ids(ids, self.vocab).reshape(-1)
+
     def prefill(self, ids, argmax: bool = False):
         """Start a sequence with ``ids``; returns the last token's logits (V,) or, with argmax, its id."""
         if self.kind != "decoder":
             raise P.ContractError("this overlay is an encoder; use encode/embed")
-        ids = np.asarray(ids, np.int64).reshape(-1)
+        ids = self.token_ids(ids)
         if ids.size == 0:
             raise ValueError("the prompt is empty")
         if ids.size > self.context:
@@ -308,6 +397,9 @@ class Engine:
         if self.position >= self.context:
             raise ValueError(f"context full ({self.context} tokens)")
         t_start, dev0 = time.perf_counter(), self._device_time()
-        result = self._decode_launch(np.array([int(token)], np.int64), argmax)
+        token = self.token_ids(token)
+        if token.size != 1:
+            raise ValueError(f"step takes one token id, got {token.size}")
+        result = self._decode_launch(token, argmax)
         self._finish(t_start, dev0)
         return result

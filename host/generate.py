@@ -9,6 +9,8 @@ Sampling of the next token from logits l (V,), in this order (the order Hugging 
                 token), others -inf (p = 1: all);
   draw:         from softmax of what is left with a numpy Generator seeded by ``seed``.
 Stop criteria: a token in ``stop_ids`` (not yielded), ``max_new_tokens`` reached, or the context full.
+``max_new_tokens = 0`` generates nothing (nothing is launched; the prompt's ids are still checked); a negative
+count, prompt ids outside [0, vocab) and non-integer ids are refused (ValueError) before anything is sent.
 """
 
 from __future__ import annotations
@@ -31,12 +33,18 @@ class Sampling:
     seed: int | None = None
 
     def __post_init__(self):
-        if self.temperature <= 0:
-            raise ValueError("temperature must be > 0 (use greedy for argmax)")
-        if not 0 < self.top_p <= 1:
-            raise ValueError("top_p must be in (0, 1]")
-        if self.top_k < 0:
-            raise ValueError("top_k must be >= 0")
+        real = (int, float, np.integer, np.floating)
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, real) \
+                or not 0 < self.temperature < float("inf"):
+            raise ValueError(f"temperature must be a finite number > 0 (use greedy for argmax), got "
+                             f"{self.temperature!r}")
+        if isinstance(self.top_p, bool) or not isinstance(self.top_p, real) or not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, (int, np.integer)) or self.top_k < 0:
+            raise ValueError(f"top_k must be an integer >= 0 (0: no top-k), got {self.top_k!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer))
+                                      or self.seed < 0):
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
 
 
 def filter_logits(logits: np.ndarray, s: Sampling) -> np.ndarray:
@@ -82,17 +90,24 @@ class Generator:
             raise ValueError("text generation needs a decoder overlay")
         self.engine = engine
         self.sampling = sampling or Sampling()
-        self.stop_ids = set(int(i) for i in stop_ids)
+        stop_ids = list(stop_ids)
+        self.stop_ids = set(int(i) for i in engine.token_ids(stop_ids)) if stop_ids else set()
         self.device_argmax = device_argmax
         self.last = Generation()
 
     def stream(self, prompt_ids, max_new_tokens: int) -> Iterator[int]:
         e, s = self.engine, self.sampling
-        prompt = np.asarray(prompt_ids, np.int64).reshape(-1)
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) \
+                or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+        prompt = e.token_ids(prompt_ids)  # checked before anything is cast or sent
         rng = np.random.default_rng(s.seed)
         argmax = s.greedy and self.device_argmax
         self.last = gen = Generation()
         e.reset_stats()
+        if max_new_tokens == 0:
+            gen.finish, gen.stats = "length", e.stats
+            return
         t0 = time.perf_counter()
         try:
             out = e.prefill(prompt, argmax=argmax)

@@ -5,7 +5,9 @@ output; tensors the IR made itself (fused intermediates) come from the IR float 
 onnxruntime to 1e-4 (the front-end check). Recorded per tensor: max |x| over all samples (masked softmax
 inputs only over kept keys).
 
-Samples are an .npz keyed by the model's input names, each (N, ...) with N samples; without one, a documented
+Samples are an .npz keyed by the model's input names, each (N, ...) with N >= 1 samples (integer inputs hold
+integers, token ids within the embedding table; float inputs finite values: an empty or NaN set would calibrate
+every range to 0 and saturate the design, so it is refused); without one, a documented
 synthetic set is used: token ids uniform in [0, min(vocab, 30000)), attention masks of random lengths
 (at least a quarter of the sequence kept, right padding), floats standard normal.
 """
@@ -19,6 +21,7 @@ import numpy as np
 from ...host import reference
 from ...host.graph import Graph
 from ..errors import UserError
+from ..validate import check_samples
 
 SYNTHETIC_SAMPLES = 16
 
@@ -70,6 +73,7 @@ def load_samples(path: str | Path, graph: Graph) -> dict[str, np.ndarray]:
         count = got[0] if count is None else count
         if got[0] != count:
             raise UserError(f"{path}: arrays hold different numbers of samples ({count} vs {got[0]} in {name!r}).")
+    check_samples(data, graph, path)  # N >= 1; integer ids within the vocabulary; finite floats
     return data
 
 
@@ -80,7 +84,7 @@ def calibrate(graph: Graph, samples: dict[str, np.ndarray], model=None) -> dict[
     names = [o for l in graph.layers for o in l.outputs if graph.tensors[o].dtype == "float32"]
     ranges = {n: 0.0 for n in names + [i for i in graph.inputs if graph.tensors[i].dtype == "float32"]}
     softmax_masks = {l.inputs[0]: l.inputs[1] for l in graph.layers if l.op == "Softmax" and len(l.inputs) > 1}
-    count = next(iter(samples.values())).shape[0]
+    count = check_samples(samples, graph, "the calibration samples")  # an empty or NaN set calibrates nothing
     probe = OrtProbe(model, names) if model is not None else None
     for i in range(count):
         feeds = {k: v[i] for k, v in samples.items()}
