@@ -28,19 +28,25 @@ def overlay_sources() -> Path:
 
 
 def latency_model(graph, board, clock_mhz: float) -> dict:
-    """Cycles per launch from the estimator's fitted design (falls back to the MAC model of the protocol)."""
+    """Cycles per launch from the estimate of the BUILD's hardware plan (a fit when the BUILD has none; the
+    MAC model of the protocol when the estimator gives no design)."""
     from ..host.protocol import default_latency, is_decoder
 
     kind = "decoder" if is_decoder(graph) else "encoder"
     try:
+        from .estimate import estimate_graph, has_settings
         from .fit import choose_hardware
 
-        result = choose_hardware(graph.copy(), board, clock_mhz=clock_mhz, suggest=False, apply=False)
-        design = result.design
+        if has_settings(graph):  # the BUILD's own hardware plan, at the BUILD's precision
+            from .estimate_cli import _preset_of
+
+            design = estimate_graph(graph, board, _preset_of(graph.meta.get("precision")), clock_mhz=clock_mhz)
+            reason = ""
+        else:
+            result = choose_hardware(graph.copy(), board, clock_mhz=clock_mhz, suggest=False, apply=False)
+            design, reason = result.design, result.reason
     except Exception as e:  # the estimate is advisory; the fallback keeps the build going
         design, reason = None, f"{type(e).__name__}: {e}"
-    else:
-        reason = result.reason
     if design is None:
         model = default_latency(graph, kind)
         model["model"] += f" (estimator gave no fitting design: {reason or 'none'})"
@@ -195,6 +201,14 @@ def cmd_build(args) -> int:
     print(f"wrote {args.build}/fpgaformer.json (overlay protocol {contract.data['protocol_version']}, "
           f"{contract.kind}, design id {contract.design_id:#010x}) and the overlay sources in "
           f"{args.build}/{OVERLAY_DIR}/; latency model: {lat['model']}")
+    from ..host.artifact import load_artifact
+    from .backend.overlay import not_emitted
+
+    graph, _ = load_artifact(Path(args.build))
+    for gap in not_emitted(graph):
+        print(f"note: {gap} (the estimate of this BUILD is of its plan; `--check` lists every difference)")
+    if args.check:
+        return _check(Path(args.build), graph)
     have = shutil.which("vitis_hls") and shutil.which("vivado")
     if have and not args.scripts_only:
         out = Path(args.build) / OVERLAY_DIR
@@ -210,6 +224,23 @@ def cmd_build(args) -> int:
     return 0
 
 
+def _check(build: Path, graph) -> int:
+    """``build --check``: the generated overlay against its plan and the synthesis rules (backend/overlay_check)."""
+    from .backend.overlay_check import check_build
+
+    print("checking the generated overlay (kernels against plan.json, synthesis rules, g++ -fsyntax-only "
+          "-DFF_SYNTH of every source)...", flush=True)
+    problems = check_build(build, graph)
+    for p in problems:
+        print(f"  problem: {p}")
+    if problems:
+        print(f"check failed: {len(problems)} problem(s)")
+        return 1
+    print("check passed: every source the top includes is written, compiles in its synthesis configuration, and "
+          "its hardware is the plan's")
+    return 0
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("build", help="write the PYNQ overlay (contract, HLS top, Vivado scripts) and build it "
                                      "when the vendor tools are on PATH")
@@ -220,4 +251,7 @@ def add_parser(sub) -> None:
     p.add_argument("--clock", type=float, default=None, help="PL clock in MHz (default: the board's)")
     p.add_argument("--jobs", type=int, default=8, help="Vivado implementation jobs")
     p.add_argument("--scripts-only", action="store_true", help="write the scripts, do not run the tools")
+    p.add_argument("--check", action="store_true",
+                   help="after writing, check the generated hardware against the plan and the synthesis rules "
+                        "(exit 1 on any problem); runs no vendor tool")
     p.set_defaults(func=cmd_build)

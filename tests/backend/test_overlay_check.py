@@ -69,3 +69,22 @@ def test_code_with_more_multipliers_than_its_plan_is_rejected(wide_onnx, tmp_pat
     layer.hw["reuse_factor"] = 4 * int(layer.hw["reuse_factor"])  # the plan now has a quarter of the multipliers
     problems = check_build(tmp_path / "b", graph, syntax=False)
     assert any("n_mult" in p and "plan" in p for p in problems), problems
+
+
+def test_build_check_cli_passes_and_fails(wide_onnx, tmp_path):
+    """`fpgaformer build --check`: exit 0 on the default plan, 1 (with each problem) on an oversized one."""
+    import subprocess
+    import sys
+
+    from fpgaformer.compiler.cli import compile_model
+
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    compile_model(wide_onnx, good, seq_len=8, precision="w8a16", log=lambda *a: None)
+    ov = tmp_path / "ov.json"
+    ov.write_text(json.dumps({"/inner/encoder/layer.0/intermediate/dense/MatMul": {"reuse_factor": 1}}))
+    compile_model(wide_onnx, bad, seq_len=8, precision="w8a16", overrides=ov, log=lambda *a: None)
+    cli = [sys.executable, "-m", "fpgaformer.compiler.cli", "build"]
+    ok = subprocess.run(cli + [str(good), "--board", "kv260", "--check"], capture_output=True, text=True)
+    assert ok.returncode == 0 and "check passed" in ok.stdout, ok.stdout + ok.stderr
+    fail = subprocess.run(cli + [str(bad), "--board", "kv260", "--check"], capture_output=True, text=True)
+    assert fail.returncode == 1 and "problem:" in fail.stdout and "8192" in fail.stdout, fail.stdout + fail.stderr
