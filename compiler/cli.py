@@ -49,21 +49,28 @@ def inspect_report(path: Path, seq_len: int | None, context: int | None) -> dict
     return report
 
 
-def print_inspect(report: dict) -> None:
+def print_inspect(report: dict, layers: bool = False) -> None:
+    """The blocks summary; with ``layers`` also the table of every recognised layer."""
     from rich.console import Console
     from rich.table import Table
 
     from .validate import shown  # names and paths come from the model file: no markup, no control characters
 
     console = Console()
-    table = Table(title=f"layers of {shown(report['model'])}")
-    for column in ("name", "op", "role", "block", "shape", "params"):
-        table.add_column(column, overflow="fold")
-    for l in report["layers"]:
-        table.add_row(shown(l["name"]), shown(l["op"]), shown(l["role"] or ""),
-                      "" if l["block"] is None else str(l["block"]),
-                      "" if l["shape"] is None else "x".join(map(str, l["shape"])), f"{l['params']:,}")
-    console.print(table)
+    if layers:
+        table = Table(title=f"layers of {shown(report['model'])}")
+        for column in ("name", "op", "role", "block", "shape", "params"):
+            table.add_column(column, overflow="fold")
+        for l in report["layers"]:
+            table.add_row(shown(l["name"]), shown(l["op"]), shown(l["role"] or ""),
+                          "" if l["block"] is None else str(l["block"]),
+                          "" if l["shape"] is None else "x".join(map(str, l["shape"])), f"{l['params']:,}")
+        console.print(table)
+    else:
+        outside = [l for l in report["layers"] if l["block"] is None]
+        console.print(f"{shown(report['model'])}: {len(report['layers'])} layers recognised (`--layers` lists "
+                      f"them); outside the blocks: " +
+                      (", ".join(f"{shown(l['op'])} ({shown(l['role'] or '-')})" for l in outside) or "none"))
     for b in report["blocks"]:
         console.print(f"block {b['index']}: {shown(b['structure'])} ({b['layers']} layers, {b['params']:,} params)")
     if "params" in report:
@@ -95,7 +102,7 @@ def cmd_inspect(args) -> int:
     if args.json:
         print(json.dumps(report, indent=1))
     else:
-        print_inspect(report)
+        print_inspect(report, layers=args.layers)
     return 1 if report["unsupported"] else 0
 
 
@@ -296,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="list the layers, blocks and unsupported nodes of an ONNX model")
     _model_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.add_argument("--layers", action="store_true", help="also print the table of every recognised layer")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("compile", help="compile an ONNX model into a BUILD directory")
@@ -325,11 +333,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions whose message is for the user (exit 2, no traceback): UserError, the artifact errors, and the
+    backend's BackendError (a design it cannot lower: names the layer and the reason). The backend module is
+    looked up only if it was imported (it pulls in hls4ml), since only then can its error have been raised."""
+    errors: list[type[BaseException]] = [UserError, ArtifactError]
+    backend = sys.modules.get(f"{__package__}.backend.hls4ml")
+    if backend is not None:
+        errors.append(backend.BackendError)
+    return tuple(errors)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UserError, ArtifactError) as e:
+    except _user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

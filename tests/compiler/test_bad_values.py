@@ -199,7 +199,7 @@ def test_markup_and_escape_sequences_in_names_are_printed_literally(tmp_path, ca
     model = linear_model(folder / "m.onnx", name=NASTY)
     build = folder / "build"
     outputs = []
-    for argv, ok in ((["inspect", model], 0), (["compile", model, "-o", build], 0),
+    for argv, ok in ((["inspect", model, "--layers"], 0), (["compile", model, "-o", build], 0),
                      (["verify", build, "--tolerance", "0.5"], 0), (["estimate", build, "--board", "kv260"], 0)):
         code, out, err = run_cli(capsys, *argv)
         assert code == ok and "Traceback" not in err, (argv, out, err)
