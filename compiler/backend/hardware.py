@@ -9,6 +9,9 @@ written project so that its sources are the hardware the estimator prices (DESIG
 * ``ARRAY_PARTITION`` / ``ARRAY_RESHAPE`` pragmas on ports and layer outputs are dropped unless the array has at
   most `REGISTER_ELEMENTS` elements: the arrays become (ping-pong) memories between stages; ports that lose
   their partitioning get an ``ap_memory`` interface instead of ``ap_vld`` (a scalar handshake);
+* a dataflow region allows one reader per buffer: every channel several layers read (the block input read by
+  the Q, K, V projections and the residual add, a LayerNorm output read by the FFN and the residual) gets a
+  fork (``ff_fork.h``) that copies it into one buffer per reader (`fork_channels`);
 * the synthesis view is selectable with g++: ``FF_SYNTH`` stands for "what Vitis HLS reads" (hls4ml's
   open-source ap_types refuse ``__SYNTHESIS__`` with ``#error``). Every ``#ifndef __SYNTHESIS__`` guard of the
   top (weight loading from text files), of the weight headers (arrays without initialisers in C simulation)
@@ -92,6 +95,114 @@ def shape_top(cpp_text: str, kernel_name: str | None = None, keep_elements: int 
     return synth_guards(cpp_text[:start] + body + cpp_text[end:])
 
 
+_CALL = re.compile(r"^([ \t]*)(ff::\w+<[^;()]*>)\(([^;()]*)\);(.*)$", re.M)
+_LOCAL_DECL = re.compile(r"^[ \t]*(\w+)[ \t]+(\w+)\[(\d+)\];[ \t]*$", re.M)
+_PARAM = re.compile(r"(\w+)\s+(\w+)\s*\[\s*(\d+)\s*\]")
+MAX_FORK = 4  # ff_fork.h has fork2 .. fork4; more readers are forked in a tree
+
+
+def channels(body: str, signature: str) -> tuple[dict[str, tuple[str, int]], dict[str, list[int]], dict[str, int],
+                                                 list]:
+    """The dataflow channels of a top: ({array: (type, size)}, {array: indices of the calls that read it},
+    {array: index of the call that writes it}, the calls as regex matches). Input ports (named ``in_*`` by the
+    lowering) are read by every call that names them; a layer output or output port is written by the first
+    call that names it and read by every later one."""
+    ports = {m.group(2): (m.group(1), int(m.group(3))) for m in _PARAM.finditer(signature)}
+    locals_ = {m.group(2): (m.group(1), int(m.group(3))) for m in _LOCAL_DECL.finditer(body)}
+    calls = list(_CALL.finditer(body))
+    readers: dict[str, list[int]] = {}
+    writer: dict[str, int] = {}
+    for i, call in enumerate(calls):
+        for arg in (a.strip() for a in call.group(3).split(",")):
+            if arg in ports and arg.startswith("in_"):
+                readers.setdefault(arg, []).append(i)
+            elif arg in locals_ or arg in ports:
+                if arg in writer:
+                    readers.setdefault(arg, []).append(i)
+                else:
+                    writer[arg] = i
+    return {**ports, **locals_}, readers, writer, calls
+
+
+def fork_channels(cpp_text: str, kernel_name: str | None = None) -> str:
+    """Give every dataflow channel of the top one reader: after the write of a channel read by several layers
+    (before the first call, for an input port), a fork copies it into one buffer per reader (ff_fork.h). An
+    output port that layers also read is written to a buffer that the fork copies to the port and the readers."""
+    start, end = _top_function(cpp_text, kernel_name)
+    body = cpp_text[start:end]
+    brace = body.index("{")
+    signature, inner = body[:brace], body[brace:]
+    arrays, readers, writer, calls = channels(inner, signature)
+    ports = {m.group(2) for m in _PARAM.finditer(signature)}
+    shared = {name: idx for name, idx in readers.items() if len(idx) > 1 or (name in ports and name in writer)}
+    if not shared:
+        return cpp_text
+    names = set(arrays)
+    inserts: dict[int, list[str]] = {}  # call index after which to insert (-1: before the first call)
+    renamed: dict[tuple[int, str], str] = {}
+    declarations: list[str] = []
+
+    def fresh(base: str) -> str:
+        while base in names:
+            base += "_"
+        names.add(base)
+        return base
+
+    for name, idx in shared.items():
+        ctype, size = arrays[name]
+        copies = [fresh(f"{name}_f{k}") for k in range(len(idx))]
+        for i, copy in zip(idx, copies):
+            renamed[(i, name)] = copy
+        source, leaves = name, list(copies)
+        if name in ports and name in writer:  # an output port also read inside: write a buffer, fork to both
+            source = fresh(f"{name}_w")
+            renamed[(writer[name], name)] = source
+            leaves = [name] + leaves
+            declarations.append(f"    {ctype} {source}[{size}];")
+        declarations.append(f"    {ctype} {', '.join(f'{c}[{size}]' for c in copies)};")
+        out: list[str] = []
+
+        def tree(src: str, outs: list[str]) -> None:
+            """fork ``src`` into ``outs``: forks of at most MAX_FORK outputs, through middle buffers."""
+            if len(outs) <= MAX_FORK:
+                out.append(f"    ff::fork{len(outs)}<{ctype}, {size}>({src}, {', '.join(outs)});")
+                return
+            per = -(-len(outs) // MAX_FORK)
+            groups = [outs[i:i + per] for i in range(0, len(outs), per)]
+            heads = []
+            for g in groups:
+                if len(g) == 1:
+                    heads.append(g[0])
+                    continue
+                mid = fresh(f"{name}_m")
+                declarations.append(f"    {ctype} {mid}[{size}];")
+                heads.append(mid)
+            out.append(f"    ff::fork{len(heads)}<{ctype}, {size}>({src}, {', '.join(heads)});")
+            for head, g in zip(heads, groups):
+                if len(g) > 1:
+                    tree(head, g)
+
+        if len(leaves) == 1:  # cannot happen: a shared channel has two readers, or a port and a reader
+            continue
+        tree(source, leaves)
+        inserts.setdefault(writer.get(name, -1), []).extend(out)
+    first = calls[0].start()
+    pieces = [inner[:first], "\n".join(declarations), "\n"]
+    if -1 in inserts:
+        pieces.append("\n".join(inserts[-1]) + "\n")
+    pieces.append("\n")
+    at = first
+    for i, call in enumerate(calls):
+        pieces.append(inner[at:call.start()])
+        args = [renamed.get((i, a.strip()), a.strip()) for a in call.group(3).split(",")]
+        pieces.append(f"{call.group(1)}{call.group(2)}({', '.join(args)});{call.group(4)}")
+        if i in inserts:
+            pieces.append("\n" + "\n".join(inserts[i]))
+        at = call.end()
+    pieces.append(inner[at:])
+    return cpp_text[:start] + signature + "".join(pieces) + cpp_text[end:]
+
+
 def _rewrite(path: Path, fn) -> None:
     text = path.read_text()
     new = fn(text)
@@ -105,7 +216,7 @@ def shape_project(project_dir: Path, kernel_name: str) -> None:
     top = firmware / f"{kernel_name}.cpp"
     if not top.is_file():
         raise FileNotFoundError(f"{top}: the kernel's top source is missing")
-    _rewrite(top, lambda t: shape_top(t, kernel_name))
+    _rewrite(top, lambda t: fork_channels(shape_top(t, kernel_name), kernel_name))
     for header in [firmware / "parameters.h", firmware / "nnet_utils" / "nnet_helpers.h",
                    *sorted((firmware / "weights").glob("*.h"))]:
         if header.is_file():

@@ -43,7 +43,7 @@ from .names import Namer, identifier, path_component
 
 OVERLAY_DIR = Path(__file__).resolve().parents[2] / "overlays" / "hls"
 HEADERS = ("ff_common.h", "ff_linear.h", "ff_elementwise.h", "ff_softmax.h", "ff_unary.h", "ff_norm.h",
-           "ff_rope.h", "ff_layout.h")
+           "ff_rope.h", "ff_layout.h", "ff_fork.h")
 DEFAULT_BACKEND = "Vitis"
 DEFAULT_PART = "xczu9eg-ffvb1156-2-e"
 DEFAULT_CLOCK_NS = 5.0

@@ -4,7 +4,8 @@ Without a vendor tool, the strongest checks available on the sources Vitis HLS w
 
 1. every kernel project against the BUILD's hardware plan (`check.check_sources`: no large array partitioned
    completely, no pipeline over a whole function, each matrix product's multipliers n_mult =
-   ceil(row MACs / RF) equal to the plan's, constant loop bounds, recursion, dynamic allocation);
+   ceil(row MACs / RF) equal to the plan's, constant loop bounds, recursion, dynamic allocation), and every
+   dataflow buffer of its top read by one process (`single_readers`);
 2. the overlay's own sources (top, ``ff_model``): every ``m_axi`` port with a depth, no dynamic allocation, every
    loop bound a literal (loops over ``n_items`` run to a constant and break);
 3. every translation unit in its synthesis configuration (``g++ -fsyntax-only -DFF_SYNTH``: no file I/O, weights
@@ -121,6 +122,22 @@ def overlay_sources(build_dir: Path) -> list[str]:
     return problems
 
 
+def single_readers(project: Path) -> list[str]:
+    """Every dataflow channel of a kernel's top has one reader (hardware.channels): Vitis HLS refuses a
+    ping-pong buffer that several processes read."""
+    from .hardware import _PARAM, _top_function, channels
+
+    name = json.loads((project / "kernel.json").read_text())["project"]
+    text = strip_comments((project / "firmware" / f"{name}.cpp").read_text())
+    start, end = _top_function(text, name)
+    body = text[start:end]
+    brace = body.index("{")
+    _, readers, writer, _ = channels(body[brace:], body[:brace])
+    ports = {m.group(2) for m in _PARAM.finditer(body[:brace])}
+    return [f"{name}: buffer {buf} is read by {len(idx)} dataflow processes" for buf, idx in readers.items()
+            if len(idx) > 1 or (buf in ports and buf in writer)]
+
+
 def check_build(build_dir: Path, graph: Graph, syntax: bool = True) -> list[str]:
     """Every problem of points 1-4 (module docstring), one sentence each; [] when the overlay passes."""
     from ..plan import plan_of
@@ -132,6 +149,7 @@ def check_build(build_dir: Path, graph: Graph, syntax: bool = True) -> list[str]
         names = json.loads((project / "kernel.json").read_text()).get("layers", {})
         local = {cpp: plan[ir] for cpp, ir in names.items() if ir in plan}
         problems += [f"kernel {project.name}: {p}" for p in check_sources([project], local)]
+        problems += [f"kernel {project.name}: {p}" for p in single_readers(project)]
     problems += overlay_sources(build_dir)
     if syntax:
         problems += synthesis_syntax(build_dir)
