@@ -42,13 +42,20 @@ class Partition:
         return self.graph.outputs
 
 
-def _sub_graph(graph: Graph, layers: list[Layer], kind: str, copied: tuple[Layer, ...] = ()) -> Graph:
+def external_inputs(layers: list[Layer]) -> list[str]:
+    """The tensors ``layers`` read that none of them produces, in first-read order."""
     produced = {o for l in layers for o in l.outputs}
     inputs: list[str] = []
     for layer in layers:
         for name in layer.inputs:
             if name and name not in produced and name not in inputs:
                 inputs.append(name)
+    return inputs
+
+
+def _sub_graph(graph: Graph, layers: list[Layer], kind: str, copied: tuple[Layer, ...] = ()) -> Graph:
+    produced = {o for l in layers for o in l.outputs}
+    inputs = external_inputs(layers)
     # residual stream (fixed-point) first, then masks / ids
     inputs.sort(key=lambda n: 0 if graph.tensors[n].fixed is not None else 1)
     names = {l.name for l in layers}
@@ -145,11 +152,7 @@ def decoder_step_partition(graph: Graph, block: int, decoder=None) -> StepPartit
         return Tensor(name, dec._resized(name, 1, context), t.dtype, t.fixed)
 
     step_layers: list[Layer] = []
-    inputs: list[str] = []
-    for layer in layers:
-        for name in layer.inputs:
-            if name and name not in produced and name not in inputs:
-                inputs.append(name)
+    inputs = external_inputs(layers)
     for name in inputs:
         tensors[name] = resized(name)
     tensors[POSITION] = Tensor(POSITION, (1,), "int64")

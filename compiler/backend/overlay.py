@@ -47,7 +47,7 @@ from ...host import protocol as P
 from ...host.fixed import FixedType
 from ...host.graph import Graph, Layer, Tensor
 from ..partition import COPIED_INTO_BLOCKS, POSITION, Partition, _sub_graph, cache_input, decoder_step_partition, \
-    partition
+    external_inputs, partition
 from .hls4ml import OVERLAY_DIR, BackendError, KernelProject, namespace_of, write_project
 from .names import Namer
 
@@ -102,11 +102,7 @@ def step_region(graph: Graph, layers: list[Layer], name: str, decoder) -> Partit
     at one token; constants with a token axis (learned absolute positions) read at row ``position``."""
     context = decoder.context
     produced = {o for l in layers for o in l.outputs}
-    inputs: list[str] = []
-    for layer in layers:
-        for n in layer.inputs:
-            if n and n not in produced and n not in inputs:
-                inputs.append(n)
+    inputs = external_inputs(layers)
     tensors = {n: Tensor(n, decoder._resized(n, 1, context), graph.tensors[n].dtype, graph.tensors[n].fixed)
                for n in inputs + sorted(produced)}
     steps = []
