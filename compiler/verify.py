@@ -91,10 +91,41 @@ def compare_emulator(graph: Graph, model, samples: dict[str, np.ndarray]) -> lis
     return rows
 
 
+DAMAGED = ("{source} is damaged ({why}), so the design cannot be checked against it. Recompile the model into a "
+           "new BUILD (`fpgaformer compile MODEL.onnx -o NEW_BUILD`).")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:300] if text else 'unreadable'}"
+
+
+def load_source(source: Path):
+    """The BUILD's copy of the ONNX model: a file protobuf cannot parse is a UserError (recompile), not a
+    traceback. (What parses but onnxruntime refuses is caught where the session is made, `verify_build`.)"""
+    import onnx
+    from google.protobuf.message import Error as ProtobufError
+
+    try:
+        model = onnx.load(str(source))
+    except (ProtobufError, OSError, ValueError) as e:
+        raise UserError(DAMAGED.format(source=source, why=_first_line(e))) from None
+    return model
+
+
+def _ort_errors() -> tuple[type[BaseException], ...]:
+    """onnxruntime's exceptions for a model it cannot load or run (a damaged source.onnx)."""
+    try:
+        from onnxruntime.capi import onnxruntime_pybind11_state as state
+    except ImportError:
+        return ()
+    return tuple(getattr(state, name) for name in ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf",
+                                                   "NoSuchFile", "NotImplemented", "RuntimeException")
+                 if hasattr(state, name))
+
+
 def verify_build(build: Path, inputs: Path | None = None, tolerance: float | None = None) -> dict:
     """Run the check on a BUILD directory; returns a JSON-able report with ``ok``."""
-    import onnx
-
     from .passes.calibrate import load_samples, synthetic_samples
 
     graph, manifest = load_artifact(build)
@@ -103,10 +134,13 @@ def verify_build(build: Path, inputs: Path | None = None, tolerance: float | Non
     source = Path(build) / SOURCE_MODEL
     if not source.is_file():
         raise UserError(f"{source} is missing: the build cannot be verified against onnxruntime. Recompile.")
-    model = onnx.load(str(source))
+    model = load_source(source)
     samples = load_samples(inputs, graph) if inputs else synthetic_samples(graph, n=8, seed=1)
     tolerance = default_tolerance(graph) if tolerance is None else tolerance
-    rows = compare_emulator(graph, model, samples)
+    try:
+        rows = compare_emulator(graph, model, samples)
+    except _ort_errors() as e:  # onnxruntime cannot build a session of (or run) the BUILD's source model
+        raise UserError(DAMAGED.format(source=source, why=f"onnxruntime: {_first_line(e)}")) from None
     outputs = set(graph.outputs)
     verdicts = [r.rel_rms <= tolerance for r in rows if r.tensor in outputs]
     problems = nonfinite_problems(rows, outputs, next(iter(samples.values())).shape[0])

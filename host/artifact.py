@@ -20,13 +20,15 @@ import secrets
 import shutil
 import stat
 import tempfile
+import zipfile
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from .graph import Graph
+from .graph import Graph, GraphError, declared_params
 
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.npz"
@@ -226,9 +228,17 @@ def read_versioned_json(path: Path, fmt: str, version_key: str, version: int, er
     if not path.is_file():
         raise error(missing)
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise error(f"{path} is not UTF-8 text (byte {e.start}); the file is damaged. {redo[:1].upper() + redo[1:]}.") \
+            from None
+    except (json.JSONDecodeError, RecursionError) as e:
         raise error(f"{path} is not valid JSON ({e}); {redo}.") from None
+    except OSError as e:
+        raise error(f"cannot read {path} ({e.strerror or e}); {redo}.") from None
+    if not isinstance(data, dict):
+        raise error(f"{path} holds a JSON {type(data).__name__ if data is not None else 'null'}, not the object "
+                    f"fpgaformer writes; the file is damaged. {redo[:1].upper() + redo[1:]}.")
     if data.get("format") != fmt or data.get(version_key) != version:
         raise error(f"{path} has format {data.get('format')!r} version {data.get(version_key)!r}; this "
                     f"fpgaformer reads {fmt} version {version}. {redo[:1].upper() + redo[1:]}.")
@@ -243,18 +253,100 @@ def load_manifest(directory: Path) -> dict:
         redo="recompile the model")
 
 
+REDO = "Recompile the model (`fpgaformer compile MODEL.onnx -o BUILD`) into this or a new BUILD."
+NPY_HEADER_LIMIT = 1 << 16  # bytes of an .npy header (format 1.0 / 2.0 as np.savez writes them) we accept
+
+
 def load_artifact(directory: Path) -> tuple[Graph, dict]:
-    """Read BUILD back; checks the weights against the manifest's checksum. Returns (graph, manifest)."""
+    """Read BUILD back. Returns (graph, manifest). Everything is checked here, once: the manifest's structure,
+    the weights file (a zip of .npy arrays as ``np.savez`` writes it: no pickles, each array read only after its
+    header matched the shape and dtype the manifest declares, so a damaged or hostile file costs no more memory
+    than the declared weights), the weights' checksum, and the graph (`Graph.from_json`). Any problem is an
+    `ArtifactError` that says what is wrong; the rest of the code trusts what this returns."""
     manifest = load_manifest(directory)
+    mpath = Path(directory) / MANIFEST
+    checksum = manifest.get("weights_sha256")
+    if not isinstance(checksum, str):
+        raise ArtifactError(f"{mpath} has no weights checksum (weights_sha256); the file is damaged or was edited. "
+                            f"{REDO}")
+    if not isinstance(manifest.get("graph"), dict):
+        raise ArtifactError(f"{mpath} holds no graph (the 'graph' object is missing or not an object); the file is "
+                            f"damaged or was edited. {REDO}")
+    try:
+        declared = declared_params(manifest["graph"])
+    except GraphError as e:
+        raise ArtifactError(f"{mpath} is not a graph fpgaformer wrote: {e}. The file is damaged or was edited. "
+                            f"{REDO}") from None
     wpath = Path(directory) / WEIGHTS
     if not wpath.is_file():
         raise ArtifactError(f"{wpath} is missing; recompile the model.")
-    with np.load(wpath, allow_pickle=False) as npz:
-        weights = {k: npz[k] for k in npz.files}
-    if weights_checksum(weights) != manifest["weights_sha256"]:
+    weights = read_weights(wpath, declared)
+    if weights_checksum(weights) != checksum:
         raise ArtifactError(f"{wpath} does not match the checksum in {MANIFEST}: the build is corrupt or was "
                             "edited. Recompile the model.")
-    return Graph.from_json(manifest["graph"], weights), manifest
+    try:
+        graph = Graph.from_json(manifest["graph"], weights)
+    except GraphError as e:
+        raise ArtifactError(f"{Path(directory)} holds a graph fpgaformer cannot use: {e}. The BUILD is damaged or "
+                            f"was edited. {REDO}") from None
+    return graph, manifest
+
+
+def read_weights(path: Path, declared: dict[str, tuple[tuple[int, ...], np.dtype]]) -> dict[str, np.ndarray]:
+    """The arrays of ``path`` (an .npz), each exactly as ``declared`` ({key: (shape, dtype)}); an ArtifactError
+    for anything else: not a zip, a damaged member (CRC), an array missing, not declared, of another shape or
+    dtype, holding objects (never unpickled), or larger than declared (checked before it is decompressed)."""
+    damaged = f"{path} is damaged or is not the weights file fpgaformer wrote"
+    weights: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                key = info.filename[:-4] if info.filename.endswith(".npy") else None
+                if key is None or key not in declared:
+                    raise ArtifactError(f"{damaged}: it holds {info.filename!r}, which is no parameter the manifest "
+                                        f"declares. {REDO}")
+                if key in weights:
+                    raise ArtifactError(f"{damaged}: it holds {info.filename!r} twice. {REDO}")
+                shape, dtype = declared[key]
+                nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                if info.file_size > nbytes + NPY_HEADER_LIMIT:
+                    raise ArtifactError(f"{damaged}: array {key!r} unpacks to {info.file_size:,} bytes, but the "
+                                        f"manifest declares {dtype} {list(shape)} ({nbytes:,} bytes). {REDO}")
+                with zf.open(info) as fh:
+                    weights[key] = _read_npy(fh, key, shape, dtype, nbytes, damaged)
+    except ArtifactError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError, RuntimeError) as e:
+        raise ArtifactError(f"{damaged} ({type(e).__name__}: {e}). {REDO}") from None
+    missing = sorted(set(declared) - set(weights))
+    if missing:
+        raise ArtifactError(f"{damaged}: it lacks the parameter array(s) {', '.join(missing[:3])}"
+                            f"{' and more' if len(missing) > 3 else ''} that the manifest declares. {REDO}")
+    return weights
+
+
+def _read_npy(fh, key: str, shape: tuple[int, ...], dtype: np.dtype, nbytes: int, damaged: str) -> np.ndarray:
+    """One .npy member: its header must say ``dtype`` ``shape`` before any data is read."""
+    from numpy.lib import format as npy
+
+    version = npy.read_magic(fh)
+    if version == (1, 0):
+        header = npy.read_array_header_1_0(fh, max_header_size=NPY_HEADER_LIMIT)
+    elif version == (2, 0):
+        header = npy.read_array_header_2_0(fh, max_header_size=NPY_HEADER_LIMIT)
+    else:
+        raise ArtifactError(f"{damaged}: array {key!r} is in .npy format {version}, which fpgaformer does not "
+                            f"write. {REDO}")
+    got_shape, fortran, got_dtype = header
+    if got_dtype.hasobject or tuple(got_shape) != shape or got_dtype != dtype:
+        raise ArtifactError(f"{damaged}: array {key!r} is {got_dtype} {tuple(got_shape)}, but the manifest declares "
+                            f"{dtype} {shape}{' (object arrays are never loaded)' if got_dtype.hasobject else ''}. "
+                            f"{REDO}")
+    data = fh.read()  # bounded: the member's size was checked against the declaration; reading to its end checks the CRC
+    if len(data) != nbytes:
+        raise ArtifactError(f"{damaged}: array {key!r} holds {len(data):,} bytes of data, {nbytes:,} expected. {REDO}")
+    array = np.frombuffer(data, dtype=dtype)
+    return array.reshape(shape[::-1]).T.copy() if fortran else array.reshape(shape).copy()
 
 
 def json_default(value):

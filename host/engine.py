@@ -277,6 +277,9 @@ class Engine:
             raise P.ContractError("this overlay is a decoder; use prefill/step or the Generator")
         t_start, dev0 = time.perf_counter(), self._device_time()
         fields = self.in_rec.fields
+        unknown = sorted(set(feeds) - {f.name for f in fields})
+        if unknown:  # a misspelt or extra input is never ignored (the model would run without it)
+            raise ValueError(f"unknown input(s) {unknown}; the model takes {[x.name for x in fields]}")
         n = None
         arrays = {}
         for f in fields:

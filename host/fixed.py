@@ -67,11 +67,20 @@ ROUNDING_MODES = ("TRN", "TRN_ZERO", "RND", "RND_ZERO", "RND_INF", "RND_MIN_INF"
 OVERFLOW_MODES = ("WRAP", "SAT", "SAT_ZERO", "SAT_SYM")
 MAX_SIGNED_WIDTH = 64  # widest signed type whose codes fit int64
 MAX_UNSIGNED_WIDTH = 63  # widest unsigned type whose codes fit int64
+MAX_DICT_INTEGER = 512  # |integer bits| a type read from a file may have (2**-frac stays a finite float64)
 
 __all__ = [
-    "FixedType", "ROUNDING_MODES", "OVERFLOW_MODES", "MAX_SIGNED_WIDTH", "MAX_UNSIGNED_WIDTH",
+    "FixedType", "FixedTypeError", "ROUNDING_MODES", "OVERFLOW_MODES", "MAX_SIGNED_WIDTH", "MAX_UNSIGNED_WIDTH",
     "quantize", "quantize_count", "cast", "cast_count", "to_float",
 ]
+
+
+class FixedTypeError(ValueError):
+    """A fixed-point type read from a file (`FixedType.from_dict`) that is malformed or out of range."""
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -177,10 +186,29 @@ class FixedType:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FixedType":
+        """Inverse of `to_dict` for a dict read from a file: every field is checked (a width of 1..64 bits, the
+        widest a manifest may hold; integer bits within +-MAX_DICT_INTEGER; known modes), and anything else is a
+        `FixedTypeError` (a ValueError) that says what is wrong, which loaders turn into their own error."""
+        if not isinstance(d, dict):
+            raise FixedTypeError(f"a fixed-point type must be a JSON object with width and integer, got {d!r}")
         unknown = set(d) - {"width", "integer", "signed", "rounding", "overflow"}
         if unknown or "width" not in d or "integer" not in d:
-            raise ValueError(f"not a FixedType dict (needs width and integer; unknown keys {sorted(unknown)}): {d!r}")
-        return cls(d["width"], d["integer"], d.get("signed", True), d.get("rounding", "TRN"), d.get("overflow", "WRAP"))
+            raise FixedTypeError(f"not a fixed-point type (needs width and integer; unknown keys "
+                                 f"{sorted(map(str, unknown))}): {d!r}")
+        width, integer = d["width"], d["integer"]
+        signed, rounding, overflow = d.get("signed", True), d.get("rounding", "TRN"), d.get("overflow", "WRAP")
+        if not _is_int(width) or not 1 <= width <= MAX_SIGNED_WIDTH:
+            raise FixedTypeError(f"fixed-point width must be an integer of 1..{MAX_SIGNED_WIDTH} bits, got {width!r}")
+        if not _is_int(integer) or abs(integer) > MAX_DICT_INTEGER:
+            raise FixedTypeError(f"fixed-point integer bits must be an integer within +-{MAX_DICT_INTEGER}, got "
+                                 f"{integer!r}")
+        if not isinstance(signed, bool):
+            raise FixedTypeError(f"fixed-point 'signed' must be true or false, got {signed!r}")
+        if rounding not in ROUNDING_MODES:
+            raise FixedTypeError(f"fixed-point rounding must be one of {', '.join(ROUNDING_MODES)}, got {rounding!r}")
+        if overflow not in OVERFLOW_MODES:
+            raise FixedTypeError(f"fixed-point overflow must be one of {', '.join(OVERFLOW_MODES)}, got {overflow!r}")
+        return cls(width, integer, signed, rounding, overflow)
 
     def __str__(self) -> str:
         return self.to_hls()

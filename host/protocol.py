@@ -395,11 +395,20 @@ class Contract:
 
     @classmethod
     def load(cls, directory: Path) -> "Contract":
-        return cls(read_versioned_json(
-            Path(directory) / CONTRACT_FILE, "fpgaformer-overlay", "protocol_version", PROTOCOL_VERSION,
+        """Read and check ``fpgaformer.json`` once (`check_contract`); the rest of the code trusts its fields."""
+        path = Path(directory) / CONTRACT_FILE
+        data = read_versioned_json(
+            path, "fpgaformer-overlay", "protocol_version", PROTOCOL_VERSION,
             ContractError, missing=f"{directory} has no overlay contract ({CONTRACT_FILE}); create it with "
                                    f"`fpgaformer build {directory} --board NAME`.",
-            redo="rebuild the overlay"))
+            redo="rebuild the overlay")
+        try:
+            check_contract(data)
+        except _Bad as e:
+            raise ContractError(f"{path} is not an overlay contract fpgaformer wrote: {e}. The file is damaged or "
+                                f"was edited; rebuild the overlay (`fpgaformer build {directory} --board NAME`) and "
+                                "the vendor tools' bitstream with it.") from None
+        return cls(data)
 
     # ---- checks
     def check_artifact(self, graph: Graph, manifest: dict) -> None:
@@ -446,6 +455,120 @@ class Contract:
         if problems:
             raise ContractError("the overlay's .hwh does not match its contract " + CONTRACT_FILE + ": " +
                                 "; ".join(problems) + ". Rebuild the overlay; nothing was sent.")
+
+
+class _Bad(Exception):
+    """One problem of a contract read from a file (`check_contract`)."""
+
+
+MAX_CONTRACT_BYTES = 1 << 36  # weight image / KV cache bytes a contract may declare
+LANES = (8, 16, 32, 64)
+
+
+def _int(value, what: str, low: int = 0, high: int = (1 << 63) - 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _Bad(f"{what} must be a whole number of {low}..{high}, got {value!r}"[:300])
+    return value
+
+
+def _obj(data, key: str, what: str) -> dict:
+    value = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(value, dict):
+        raise _Bad(f"{what} is missing or not an object")
+    return value
+
+
+def _list(data, key: str, what: str) -> list:
+    value = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(value, list):
+        raise _Bad(f"{what} is missing or not a list")
+    return value
+
+
+def _typed_entry(e, what: str, integer_lane: int | None = 32) -> tuple[int, ...]:
+    """A stream field or memory entry: shape, lane and (optional) fixed type that agree with each other."""
+    from .graph import GraphError, check_fixed, check_shape
+
+    if not isinstance(e, dict):
+        raise _Bad(f"{what} is not an object")
+    try:
+        shape = check_shape(e.get("shape"), what)
+        t = check_fixed(e["fixed"], what) if e.get("fixed") is not None else None
+    except GraphError as err:
+        raise _Bad(str(err)) from None
+    want = lane_bits(t.width) if t is not None else integer_lane
+    if e.get("lane") not in LANES or (want is not None and e["lane"] != want):
+        raise _Bad(f"{what} has lane {e.get('lane')!r}; its values travel in {want or 'an 8/16/32/64'}-bit lanes")
+    return shape
+
+
+def _layout(section: dict, what: str, key: str) -> None:
+    """Entries of the weight image / KV cache: each at the 64-byte aligned end of the one before (the layout
+    `make_contract` writes), ``bytes`` the end of the last."""
+    offset, names = 0, set()
+    for i, e in enumerate(_list(section, "entries", f"{what}.entries")):
+        shape = _typed_entry(e, f"{what}.entries[{i}]", integer_lane=None)
+        if not isinstance(e.get(key), str) or e[key] in names:
+            raise _Bad(f"{what}.entries[{i}] has no {key} or repeats one")
+        names.add(e[key])
+        if e.get("offset") != offset:
+            raise _Bad(f"{what} entry {e[key]!r} is at offset {e.get('offset')!r}; the layout puts it at {offset}")
+        offset = padded(offset + int(np.prod(shape, dtype=np.int64)) * e["lane"] // 8, ALIGN)
+        if offset > MAX_CONTRACT_BYTES:
+            raise _Bad(f"{what} would need more than {MAX_CONTRACT_BYTES:,} bytes")
+    if section.get("bytes") != offset:
+        raise _Bad(f"{what}.bytes is {section.get('bytes')!r}; its entries end at byte {offset}")
+
+
+def check_contract(data: dict) -> None:
+    """Raise _Bad naming the first field of a contract (as `make_contract` writes it) that is missing, of the
+    wrong type, out of range or inconsistent with the others."""
+    kind = data.get("kind")
+    if kind not in ("encoder", "decoder"):
+        raise _Bad(f"kind must be 'encoder' or 'decoder', got {kind!r}")
+    _int(data.get("design_id"), "design_id", 0, (1 << 32) - 1)
+    clock = data.get("clock_mhz", 250.0)
+    if isinstance(clock, bool) or not isinstance(clock, (int, float)) or not 0 < clock <= 100_000:
+        raise _Bad(f"clock_mhz must be a number of MHz > 0, got {clock!r}")
+    _int(data.get("context") or 0, "context", 1 if kind == "decoder" else 0, 1 << 20)
+    art = _obj(data, "artifact", "artifact")
+    for key in ("weights_sha256", "graph_sha256"):
+        if not isinstance(art.get(key), str):
+            raise _Bad(f"artifact.{key} is missing")
+    ips = _obj(data, "ips", "ips")
+    for role in ("kernel", "dma", "reset"):
+        ip = _obj(ips, role, f"ips.{role}")
+        for key in ("name", "vlnv"):
+            if not isinstance(ip.get(key), str):
+                raise _Bad(f"ips.{role}.{key} is missing or not a string")
+        _int(ip.get("base"), f"ips.{role}.base", 0, (1 << 64) - 1)
+        _int(ip.get("range"), f"ips.{role}.range", 0x1000, 1 << 32)
+    registers = _obj(ips["kernel"], "registers", "ips.kernel.registers")
+    for name, reg in kernel_registers().items():  # the HLS s_axilite layout is fixed by the protocol version
+        if not isinstance(registers.get(name), dict) or registers[name].get("offset") != reg["offset"]:
+            raise _Bad(f"kernel register {name} is missing or not at offset {reg['offset']:#x}")
+    _int(ips["dma"].get("length_width"), "ips.dma.length_width", 8, 26)
+    beat = _int(_obj(data, "stream", "stream").get("beat_bytes"), "stream.beat_bytes", 1, 1024)
+    if beat & (beat - 1):
+        raise _Bad(f"stream.beat_bytes must be a power of two, got {beat}")
+    for key in ("inputs", "outputs"):
+        fields = _list(data, key, key)
+        if not fields:
+            raise _Bad(f"{key} is empty")
+        for i, f in enumerate(fields):
+            _typed_entry(f, f"{key}[{i}]")
+            if not isinstance(f.get("name"), str):
+                raise _Bad(f"{key}[{i}] has no name")
+    _layout(_obj(data, "weights", "weights"), "weights", "key")
+    kv = _obj(data, "kv_cache", "kv_cache")
+    _layout(kv, "kv_cache", "tensor")
+    for i, e in enumerate(kv["entries"]):
+        _int(e.get("axis"), f"kv_cache.entries[{i}].axis", 0, len(e["shape"]) - 1)
+    latency = _obj(data, "latency", "latency")
+    for key in ("launch_cycles", "cycles_per_sequence", "cycles_per_token"):
+        value = latency.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 2 ** 62:
+            raise _Bad(f"latency.{key} must be a number of cycles >= 0, got {value!r}")
 
 
 def make_contract(graph: Graph, manifest: dict, board: dict | None = None, length_width: int = 26,

@@ -41,5 +41,15 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def run(argv: list[str]) -> int:
+    """`main`, with the errors a damaged spec, input file or library can cause reported as one line on stderr
+    (exit status 2; the caller shows it as the kernel's failure) instead of a traceback."""
+    try:
+        return main(argv)
+    except (MemoryError, OSError, ValueError, KeyError, TypeError, AttributeError, EOFError) as e:
+        print(f"C simulation worker: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run(sys.argv[1:]))

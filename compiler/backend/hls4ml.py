@@ -521,10 +521,39 @@ class KernelProject:
 
     @classmethod
     def from_json(cls, d: dict, root: Path) -> "KernelProject":
-        io = lambda e: KernelIO(e["tensor"], e["cpp"], tuple(e["shape"]), e["fixed"], e.get("ctype"))  # noqa: E731
+        """A kernel.json / kernels.json entry, checked: a ValueError (GraphError) says what is malformed (names,
+        port shapes within the graph's limits, fixed-point types valid)."""
+        from ...host.graph import GraphError, check_fixed, check_shape
+
+        if not isinstance(d, dict):
+            raise GraphError(f"a kernel entry must be an object, got {type(d).__name__}")
+        for key in ("name", "path", "project"):
+            if not isinstance(d.get(key), str) or not d[key]:
+                raise GraphError(f"a kernel entry has no {key!r} string")
+        what = f"kernel {d['name']!r}"
+        if d.get("block") is not None and (isinstance(d["block"], bool) or not isinstance(d["block"], int)):
+            raise GraphError(f"{what}: block must be a whole number, got {d['block']!r}")
+        if d.get("layers") is not None and not isinstance(d["layers"], dict):
+            raise GraphError(f"{what}: layers must be an object")
+
+        def io(e, where: str) -> KernelIO:
+            if not isinstance(e, dict) or not isinstance(e.get("tensor"), str) or not isinstance(e.get("cpp"), str):
+                raise GraphError(f"{what}: {where} must be an object with tensor and cpp names")
+            if e.get("ctype") is not None and not isinstance(e["ctype"], str):
+                raise GraphError(f"{what}: {where} ctype must be a string")
+            shape = check_shape(e.get("shape"), f"{what}: {where} {e['tensor']!r}")
+            if e.get("fixed") is not None:
+                check_fixed(e["fixed"], f"{what}: {where} {e['tensor']!r}")
+            return KernelIO(e["tensor"], e["cpp"], shape, e.get("fixed"), e.get("ctype"))
+
+        ports = {}
+        for key in ("inputs", "outputs"):
+            if not isinstance(d.get(key), list):
+                raise GraphError(f"{what}: {key} must be a list")
+            ports[key] = [io(e, f"{key}[{i}]") for i, e in enumerate(d[key])]
         path = root / path_component(d["path"])
-        return cls(d["name"], path, identifier(d["project"]), [io(e) for e in d["inputs"]],
-                   [io(e) for e in d["outputs"]], d.get("block"), dict(d.get("layers") or {}))
+        return cls(d["name"], path, identifier(d["project"]), ports["inputs"], ports["outputs"], d.get("block"),
+                   dict(d.get("layers") or {}))
 
 
 def namespace_of(kernel_name: str) -> str:
@@ -675,9 +704,20 @@ def project_checksums(project_dir: Path) -> dict[str, str]:
 
 
 def read_projects(build_dir: Path) -> list[KernelProject]:
+    """The kernel projects of ``hls/kernels.json``; a ValueError says what is malformed (the caller adds what
+    to do)."""
     hls_root = Path(build_dir) / "hls"
-    index = json.loads((hls_root / KERNEL_INDEX).read_text())
-    return [KernelProject.from_json(d, hls_root) for d in index["kernels"]]
+    try:
+        index = json.loads((hls_root / KERNEL_INDEX).read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 text (byte {e.start})") from None
+    if not isinstance(index, dict) or not isinstance(index.get("kernels"), list) or not index["kernels"]:
+        raise ValueError("it has no list of kernels")
+    projects = [KernelProject.from_json(d, hls_root) for d in index["kernels"]]
+    names = [p.name for p in projects]
+    if len(set(names)) != len(names) or len({p.path for p in projects}) != len(projects):
+        raise ValueError("a kernel name or folder is listed twice")
+    return projects
 
 
 def read_graph(build_dir: Path) -> Graph:
