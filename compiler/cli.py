@@ -352,7 +352,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; nothing was written", file=sys.stderr)
+        # compile writes its BUILD atomically (nothing appears until it is complete); other commands name
+        # their own partial outputs where they have any (verify --csim)
+        print("interrupted", file=sys.stderr)
         return 130
 
 

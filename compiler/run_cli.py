@@ -115,10 +115,11 @@ def print_stats(stats, unit: str, file=None) -> None:
 def synthetic_inputs(graph, n: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     vocab = int(graph.meta.get("vocab") or 1000)
+    masks = {l.inputs[0] for l in graph.layers if l.op == "PaddingMask" and l.inputs}  # by meaning, not name
     out = {}
     for name in graph.inputs:
         t = graph.tensors[name]
-        if "mask" in name.lower():
+        if name in masks and t.dtype != "float32":
             out[name] = np.ones((n, *t.shape), np.int64)
         elif t.dtype == "int64":
             out[name] = rng.integers(0, min(vocab, 30000), size=(n, *t.shape))

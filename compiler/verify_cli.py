@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from .errors import UserError
@@ -151,11 +152,46 @@ def print_report(report: dict) -> None:
     print("passed" if report["passed"] else "FAILED")
 
 
+def _interrupted(build: Path, started: float) -> str:
+    """The interrupt message, true to what this run wrote: the files under BUILD changed since it started."""
+    from .validate import plain
+
+    written = []
+    try:
+        for p in build.rglob("*"):
+            try:
+                if p.is_file() and p.stat().st_mtime >= started - 1:
+                    written.append(p)
+            except OSError:
+                continue
+    except OSError:
+        pass
+    if not written:
+        return "interrupted; verify --csim stopped g++ and the C simulations, and wrote nothing."
+    libs = [p for p in written if p.suffix == ".so"]
+    items = libs or written
+    shown = ", ".join(plain(str(p.relative_to(build))) for p in items[:4])
+    if len(items) > 4:
+        shown += f" and {len(items) - 4} more"
+    what = (f"{len(libs)} compiled kernel librar{'y' if len(libs) == 1 else 'ies'}" if libs
+            else f"{len(written)} file(s)")
+    others = len(written) - len(libs) if libs else 0
+    also = f" and {others} other build file(s)" if others else ""
+    return (f"interrupted; verify --csim stopped g++ and the C simulations. It had written {what} ({shown}){also} "
+            f"under {plain(str(build))}: build outputs that the next verify --csim reuses when up to date; nothing "
+            "else in the BUILD was changed.")
+
+
 def run(args) -> int:
     """``verify --csim``; other verify checks live in compiler.verify (the same command)."""
     if not getattr(args, "csim", False):
         raise UserError("nothing to verify: give --csim (C simulation == emulator, bit for bit).")
-    report = run_csim(args)
+    started = time.time()
+    try:
+        report = run_csim(args)
+    except KeyboardInterrupt:  # g++ and the C-simulation workers are killed with their process groups (csim.py)
+        print(_interrupted(Path(args.build), started), file=sys.stderr)
+        return 130
     if getattr(args, "json", False):
         print(json.dumps(report, indent=1))
     else:

@@ -188,8 +188,10 @@ class IncrementalDecoder:
         full_mask = np.concatenate([np.asarray(state.mask, np.int64), new_mask])
         env: dict[str, np.ndarray] = {}
         emu = self.emulator
+        # the mask inputs are those a PaddingMask layer reads (by meaning, not by name); the others are ids
+        masks = {l.inputs[0] for l in self.graph.layers if l.op == "PaddingMask" and l.inputs}
         for name in self.graph.inputs:
-            env[name] = full_mask.reshape(1, total) if "mask" in name.lower() else ids.reshape(1, t)
+            env[name] = full_mask.reshape(1, total) if name in masks else ids.reshape(1, t)
         for layer in self.graph.layers:
             step_layer = self._layer_for_step(layer, t, total, start)
             out, count = emu._run_layer(step_layer, env)

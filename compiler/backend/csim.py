@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -55,6 +56,36 @@ class Compiled:
     seconds: float
 
 
+def _run_group(argv: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """``subprocess.run`` in a process group of its own: on a timeout, Ctrl-C or any other exception the whole
+    group (bash, g++ and cc1plus under it, or the C-simulation worker) is killed and reaped, so nothing keeps
+    running after fpgaformer returns. Raises subprocess.TimeoutExpired (with the output so far) on a timeout."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, **kwargs)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except BaseException as e:  # TimeoutExpired, KeyboardInterrupt, SystemExit...
+        out = _kill_group(proc)
+        if isinstance(e, subprocess.TimeoutExpired):
+            raise subprocess.TimeoutExpired(argv, timeout, output=out or e.output) from None
+        raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, None)
+
+
+def _kill_group(proc: subprocess.Popen) -> str:
+    """Kill the child's process group and reap the child; returns what it printed (if it could be read)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the group's id is the child's pid (start_new_session)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        return proc.communicate(timeout=10)[0] or ""
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        return ""
+
+
 def _library(project: KernelProject) -> Path | None:
     libs = sorted((project.path / "firmware").glob(f"{project.project}-*.so"), key=lambda p: p.stat().st_mtime)
     return libs[-1] if libs else None
@@ -72,8 +103,7 @@ def compile_kernel(project: KernelProject, timeout: float = COMPILE_TIMEOUT_S, r
         raise CompileError(project.name, project.path, "", "build_lib.sh is missing: rewrite the project")
     start = time.perf_counter()
     try:
-        done = subprocess.run(["bash", str(script)], cwd=folder, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=timeout)
+        done = _run_group(["bash", str(script)], timeout, cwd=folder)
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
         raise CompileError(project.name, project.path, out, f"g++ still running after {timeout:.0f} s") from None
@@ -102,9 +132,8 @@ def run_kernel(project: KernelProject, lib: Path, inputs: dict[str, np.ndarray],
         (tmp / "spec.json").write_text(json.dumps(spec))
         env = dict(os.environ)
         try:
-            done = subprocess.run([sys.executable, "-m", "fpgaformer.compiler.backend.csim_worker",
-                                   str(tmp / "spec.json")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True, timeout=timeout, env=env)
+            done = _run_group([sys.executable, "-m", "fpgaformer.compiler.backend.csim_worker",
+                               str(tmp / "spec.json")], timeout, env=env)
         except subprocess.TimeoutExpired:
             raise SimulationError(f"kernel {project.name!r}: C simulation of {n} samples still running after "
                                   f"{timeout:.0f} s; project {project.path}") from None

@@ -5,6 +5,11 @@ A rule is ``fn(node, view) -> Match | None`` registered with the op types of the
 seed nodes in graph order. A match is accepted only when none of its nodes is placed already and no tensor
 made inside it is used outside it except those it exports (layer outputs and aliases).
 
+IR layer names are unique by construction: one ``Namer`` knows every ONNX node name and every name already
+given. A layer keeps the name of the ONNX node it lowers; a name a rule derives (``node::bias``, a mask
+frontier's tensor name) that is some ONNX node's name or a name already given gets a ``#k`` suffix. Tensors a
+rule creates (``new_tensors``) are renamed the same way when they clash with an ONNX tensor or another rule's.
+
 IR tensor names are the ONNX tensor names; an alias says that an ONNX tensor holds the same value as another
 (Dropout at inference, Identity, a float->float Cast), and is resolved when the graph is assembled.
 """
@@ -48,6 +53,39 @@ def rule(name: str, seeds: Iterable[str]):
     return wrap
 
 
+class Namer:
+    """Hands out unique names: never one already given; a reserved name (an ONNX node's) only to its owner."""
+
+    def __init__(self, reserved: Iterable[str] = ()):
+        self.reserved = set(reserved)
+        self.given: set[str] = set()
+
+    def fresh(self, base: str, owned: bool = False) -> str:
+        name = base
+        k = 2
+        while name in self.given or (name in self.reserved and not owned):
+            name, k, owned = f"{base}#{k}", k + 1, False
+        self.given.add(name)
+        return name
+
+
+def _name_match(match: Match, view: OnnxView, layers: Namer, tensors: Namer) -> None:
+    """Rename, in place, the layers and created tensors of an accepted match so that no name is given twice."""
+    own = {n.name for n in match.nodes}
+    renamed: dict[str, str] = {}
+    for name in match.new_tensors:
+        renamed[name] = tensors.fresh(name)
+    renamed = {a: b for a, b in renamed.items() if a != b}
+    if renamed:
+        match.new_tensors = {renamed.get(k, k): v for k, v in match.new_tensors.items()}
+        for layer in match.layers:
+            layer.inputs = [renamed.get(i, i) for i in layer.inputs]
+            layer.outputs = [renamed.get(o, o) for o in layer.outputs]
+        match.aliases = {k: renamed.get(v, v) for k, v in match.aliases.items()}
+    for layer in match.layers:
+        layer.name = layers.fresh(layer.name, owned=layer.name in own)
+
+
 def _exports(match: Match) -> set[str]:
     out = {o for layer in match.layers for o in layer.outputs}
     return out | set(match.aliases)
@@ -75,12 +113,17 @@ def place(view: OnnxView, rules: list[Rule], prematches: list[Match] = ()
     """
     placed: dict[str, str] = {}
     matches: list[tuple[int, Match]] = []
+    layer_names = Namer(view.order)
+    onnx_tensors = set(view.shape) | set(view.dtype) | set(view.producer) | set(view.consumers) | set(view.inputs)
+    tensor_names = Namer()
+    tensor_names.given.update(onnx_tensors)
 
     def accept(match: Match | None, rule_name: str) -> None:
         if match is None or not _acceptable(match, view, placed):
             return
         for n in match.nodes:
             placed[n.name] = rule_name
+        _name_match(match, view, layer_names, tensor_names)
         for layer in match.layers:
             layer.onnx_nodes = layer.onnx_nodes or [n.name for n in match.nodes]
             layer.attrs.setdefault("rule", rule_name)

@@ -6,8 +6,8 @@ on placeholder inputs -> fold a carried KV cache away (below) -> replace Shape a
 constants -> onnxscript's optimizer (constant folding, dead-code removal) -> value_info of every tensor from
 ONNX shape inference, completed by the measured shapes.
 
-Exports that carry a KV cache (inputs ``past_key_values.*`` / ``past*`` / ``*cache*`` concatenated with the
-new keys and values; outputs ``present.*``) are compiled at past length 0 over the whole context: the cache
+Exports that carry a KV cache (float inputs of rank >= 3 concatenated with the new keys and values and
+returned as outputs -- ``past_key_values.*`` in, ``present.*`` out -- found by that structure, not by name) are compiled at past length 0 over the whole context: the cache
 inputs become empty constants, every ``Concat(past, new)`` becomes ``new``, and the present outputs are
 dropped. What remains is exactly the plain causal-LM export, which the compiler already turns into an
 incremental decoder with its own cache on the device (host/decoder.py): the cache is the same tensor
@@ -32,6 +32,61 @@ from ..errors import UserError
 MIN_OPSET, MAX_OPSET = 13, 21
 # Constants up to this many elements are folded (attention masks of seq 512: 262,144 elements).
 FOLD_LIMIT = 1 << 22
+# No constant the front end computes (folds, or materialises while measuring shapes) may exceed this many bytes,
+# or twice the model's own parameter bytes if that is more: a 10 KB file must not make a 8 GB tensor.
+CONSTANT_BYTES = 1 << 28
+_RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+
+
+def constant_limit(model: onnx.ModelProto) -> int:
+    params = 0
+    for t in model.graph.initializer:
+        itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize if t.data_type else 4
+        params += int(np.prod(t.dims, dtype=np.int64)) * itemsize
+    return max(CONSTANT_BYTES, 2 * params)
+
+
+def _too_big(node: onnx.NodeProto, tensor: str, shape, elem: int, limit: int) -> UserError:
+    size = _bytes(shape, elem)
+    return UserError(f"node {node.name or node.op_type!r} ({node.op_type}) computes a constant {tensor!r} of shape "
+                     f"{list(shape)}, {size / 2**20:,.0f} MiB, more than fpgaformer will fold "
+                     f"({limit / 2**20:,.0f} MiB, or twice the model's parameters); the model is malformed or "
+                     "makes huge constants at run time. Export it again, with such tensors built from the inputs "
+                     "or removed.")
+
+
+def _bytes(shape, elem: int) -> float:
+    itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem)).itemsize if elem else 4
+    return float(np.prod([max(int(d), 0) for d in shape], dtype=np.float64)) * itemsize
+
+
+def check_constant_sizes(model: onnx.ModelProto) -> None:
+    """Refuse, before anything runs, a model in which a tensor computed from constants alone (so folded, and
+    materialised by the shape measurement) would exceed ``constant_limit``: shapes from ONNX shape inference with
+    data propagation, so ``ConstantOfShape([20000, 20000])`` is caught from its 16-byte input."""
+    limit = constant_limit(model)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception:  # inference is a best effort here; fold_remaining_constants checks again
+        return
+    shapes = {}
+    for info in list(inferred.graph.value_info) + list(inferred.graph.output):
+        tt = info.type.tensor_type
+        if tt.HasField("shape") and all(d.HasField("dim_value") for d in tt.shape.dim):
+            shapes[info.name] = ([d.dim_value for d in tt.shape.dim], tt.elem_type)
+    constant = {i.name for i in model.graph.initializer}
+    graph_inputs = {i.name for i in model.graph.input} - constant
+    for node in model.graph.node:
+        if node.op_type in _RANDOM_OPS or any(i in graph_inputs for i in node.input if i):
+            continue
+        if not all(i in constant for i in node.input if i):
+            continue
+        for out in node.output:
+            if not out:
+                continue
+            constant.add(out)
+            if out in shapes and _bytes(*shapes[out]) > limit:
+                raise _too_big(node, out, *shapes[out], limit)
 
 
 def read_model(path: str | Path) -> onnx.ModelProto:
@@ -63,16 +118,67 @@ def opset_of(model: onnx.ModelProto) -> int:
     raise UserError("the model imports no default-domain opset; it is not a standard ONNX export.")
 
 
-def _is_cache_input(name: str) -> bool:
-    lowered = name.lower()
-    return "past" in lowered or "cache" in lowered
+# contrib attention ops and the input slots that hold a past key / value
+_PAST_SLOTS = {"Attention": (4,), "MultiHeadAttention": (6, 7), "GroupQueryAttention": (3, 4),
+               "DecoderMaskedMultiHeadAttention": (5, 6)}
+
+
+def _live_inputs(node: onnx.NodeProto, constants: set[str]) -> list[str]:
+    return [i for i in node.input if i and i not in constants]
+
+
+def _constants(model: onnx.ModelProto) -> set[str]:
+    out = {i.name for i in model.graph.initializer}
+    out.update(o for n in model.graph.node if n.op_type == "Constant" for o in n.output)
+    return out
+
+
+def _appends_to(model: onnx.ModelProto, name: str, constants: set[str], hops: int = 8) -> bool:
+    """Whether ``name`` is a KV cache by what the graph does with it: through one-input nodes it reaches a
+    Concat whose result (through one-input nodes) is a graph output -- the present cache -- or the past slot of
+    a contrib attention op."""
+    outputs = {o.name for o in model.graph.output}
+    users: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+    for node in model.graph.node:
+        for k, i in enumerate(node.input):
+            if i:
+                users.setdefault(i, []).append((node, k))
+
+    def reaches_output(tensor: str) -> bool:
+        frontier = [tensor]
+        for _ in range(hops):
+            if any(t in outputs for t in frontier):
+                return True
+            frontier = [o for t in frontier for n, _ in users.get(t, ())
+                        if len(_live_inputs(n, constants)) == 1 for o in n.output if o]
+        return any(t in outputs for t in frontier)
+
+    frontier = [name]
+    for _ in range(hops):
+        following = []
+        for t in frontier:
+            for node, slot in users.get(t, ()):
+                if node.op_type in _PAST_SLOTS and node.domain == "com.microsoft" and slot in _PAST_SLOTS[node.op_type]:
+                    return True
+                if node.op_type == "Concat" and len(_live_inputs(node, constants)) >= 2 and reaches_output(node.output[0]):
+                    return True
+                if len(_live_inputs(node, constants)) == 1:
+                    following.extend(o for o in node.output if o)
+        frontier = following
+        if not frontier:
+            break
+    return False
 
 
 def cache_inputs(model: onnx.ModelProto) -> list[str]:
-    """Names of the KV-cache inputs (by name, rank >= 3): empty for plain exports."""
-    initializers = {i.name for i in model.graph.initializer}
-    return [i.name for i in model.graph.input if i.name not in initializers and _is_cache_input(i.name)
-            and len(i.type.tensor_type.shape.dim) >= 3]
+    """The KV-cache inputs, by structure (not by name): float inputs of rank >= 3 that the graph appends new
+    keys/values to and returns (``Concat(past, new)`` -> present output), or that feed the past slot of a
+    contrib attention op. Empty for plain exports."""
+    constants = _constants(model)
+    return [i.name for i in model.graph.input if i.name not in constants
+            and len(i.type.tensor_type.shape.dim) >= 3
+            and onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type).kind == "f"
+            and _appends_to(model, i.name, constants)]
 
 
 def fix_dims(model: onnx.ModelProto, seq_len: int | None, context: int | None = None) -> dict[str, int]:
@@ -146,8 +252,17 @@ def strip_cache(model: onnx.ModelProto, caches: list[str]) -> list[str]:
     removed = []
     for out in list(model.graph.output):
         node = producer.get(out.name)
-        if _is_cache_input(out.name) or "present" in out.name.lower() or (
-                node is not None and node.op_type == "Concat" and any(from_cache(i) for i in node.input)):
+        if node is not None and node.op_type in _PAST_SLOTS and out.name in list(node.output)[1:] and any(
+                i in empty for i in node.input):  # present key/value of a contrib attention op
+            model.graph.output.remove(out)
+            removed.append(out.name)
+            continue
+        # a present output: the Concat that appends to a cache, possibly after one-input nodes
+        for _ in range(8):
+            if node is None or node.op_type == "Concat" or len([i for i in node.input if i]) != 1:
+                break
+            node = producer.get(node.input[0])
+        if node is not None and node.op_type == "Concat" and any(from_cache(i) for i in node.input):
             model.graph.output.remove(out)
             removed.append(out.name)
     if not model.graph.output:
@@ -180,6 +295,7 @@ def make_static(model: onnx.ModelProto, seq_len: int | None = None, context: int
                         f"Export again with opset_version={MIN_OPSET} or newer.")
     caches = cache_inputs(model)
     fix_dims(model, seq_len, context)
+    check_constant_sizes(model)
     del model.graph.value_info[:]
     for out in model.graph.output:  # outputs may keep symbolic dims; inference fills them in
         out.type.tensor_type.ClearField("shape")
@@ -193,7 +309,7 @@ def make_static(model: onnx.ModelProto, seq_len: int | None = None, context: int
     fold_shape_nodes(model, measured)
     model = fold_constants(model)
     drop_empty_concat_inputs(model)  # Concat(past, new) with past folded to an empty constant
-    fold_remaining_constants(model)
+    fold_remaining_constants(model, measured, constant_limit(model))
     model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
     complete_value_info(model, measured)
     if caches:  # recorded for inspect and the manifest
@@ -224,8 +340,9 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     return ir.serde.serialize_model(ir_model)
 
 
-def fold_remaining_constants(model: onnx.ModelProto) -> None:
-    """Evaluate (onnx.reference) every node whose inputs are all constants and that the optimizer left."""
+def fold_remaining_constants(model: onnx.ModelProto, measured: dict | None = None, limit: int | None = None) -> None:
+    """Evaluate (onnx.reference) every node whose inputs are all constants and that the optimizer left; refuse
+    one whose (measured) output exceeds ``limit`` bytes."""
     from onnx.reference import ReferenceEvaluator
 
     constants = {i.name: i for i in model.graph.initializer}
@@ -233,6 +350,9 @@ def fold_remaining_constants(model: onnx.ModelProto) -> None:
     keep = []
     for node in model.graph.node:
         if node.domain in ("", "ai.onnx") and node.input and all(not i or i in constants for i in node.input):
+            for out in node.output:
+                if limit is not None and measured and out in measured and _bytes(*measured[out]) > limit:
+                    raise _too_big(node, out, *measured[out], limit)
             inputs = [onnx.helper.make_tensor_value_info(i, constants[i].data_type, None) for i in node.input if i]
             outputs = [onnx.helper.make_tensor_value_info(o, 0, None) for o in node.output]
             single = onnx.helper.make_model(onnx.helper.make_graph([node], "fold", inputs, outputs),
@@ -267,18 +387,44 @@ def _run_ort(model: onnx.ModelProto, feeds: dict) -> list:
 
 
 def placeholder_feeds(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """Inputs of the right shapes: token ids 0, masks 1, floats 0."""
+    """Inputs of the right shapes: integers used as indices (token ids, positions) 0, other integers and
+    booleans (0/1 masks) 1, floats 0 -- by how the graph uses each input, not by its name."""
     feeds = {}
     initializers = {i.name for i in model.graph.initializer}
+    indices = _index_inputs(model)
     for inp in model.graph.input:
         if inp.name in initializers:
             continue
         tt = inp.type.tensor_type
         shape = [d.dim_value for d in tt.shape.dim]
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
-        fill = 1 if "mask" in inp.name.lower() else 0
+        fill = 0 if np.dtype(dtype).kind == "f" or inp.name in indices else 1
         feeds[inp.name] = np.full(shape, fill, dtype=dtype)
     return feeds
+
+
+def _index_inputs(model: onnx.ModelProto, hops: int = 4) -> set[str]:
+    """Graph inputs that reach the indices of a Gather (an embedding lookup) through one-input nodes."""
+    constants = _constants(model)
+    users: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+    for node in model.graph.node:
+        for k, i in enumerate(node.input):
+            if i:
+                users.setdefault(i, []).append((node, k))
+    found = set()
+    for inp in model.graph.input:
+        frontier = [inp.name]
+        for _ in range(hops):
+            following = []
+            for t in frontier:
+                for node, slot in users.get(t, ()):
+                    if (node.op_type in ("Gather", "GatherElements", "GatherND") and slot == 1) or \
+                            node.op_type == "EmbedLayerNormalization" and slot in (0, 1, 8):
+                        found.add(inp.name)
+                    elif len(_live_inputs(node, constants)) == 1:
+                        following.extend(o for o in node.output if o)
+            frontier = following
+    return found
 
 
 def measure_shapes(model: onnx.ModelProto) -> dict[str, tuple[tuple[int, ...], int]]:

@@ -14,9 +14,20 @@ class OnnxView:
         self.model = model
         g = model.graph
         self.nodes: list[onnx.NodeProto] = list(g.node)
+        # every node gets a unique name: unnamed nodes ``{op}_{i}``, repeated names ``name#k``; a made-up name
+        # never takes a real node's name (the rule engine keys nodes, and IR layers, by name)
+        taken = {node.name for node in self.nodes if node.name}
+        seen: set[str] = set()
         for i, node in enumerate(self.nodes):
-            if not node.name:
-                node.name = f"{node.op_type}_{i}"
+            if node.name and node.name not in seen:
+                seen.add(node.name)
+                continue
+            base = node.name or f"{node.op_type}_{i}"
+            name, k = base, 2
+            while name in taken or name in seen:
+                name, k = f"{base}#{k}", k + 1
+            node.name = name
+            seen.add(name)
         self.order = {node.name: i for i, node in enumerate(self.nodes)}
         self.const: dict[str, np.ndarray] = {i.name: onnx.numpy_helper.to_array(i) for i in g.initializer}
         self.inputs = [i.name for i in g.input if i.name not in self.const]

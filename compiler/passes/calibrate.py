@@ -30,10 +30,11 @@ def synthetic_samples(graph: Graph, n: int = SYNTHETIC_SAMPLES, seed: int = 0) -
     rng = np.random.default_rng(seed)
     vocab = int(graph.meta.get("vocab") or 1000)
     out = {}
+    masks = {l.inputs[0] for l in graph.layers if l.op == "PaddingMask" and l.inputs}  # by meaning, not name
     for name in graph.inputs:
         t = graph.tensors[name]
         shape = (n, *t.shape)
-        if "mask" in name.lower():
+        if name in masks and t.dtype != "float32":
             length = t.shape[-1]
             keep = rng.integers(max(1, length // 4), length + 1, size=n)
             mask = (np.arange(length)[None, :] < keep[:, None]).astype(np.int64)
@@ -45,9 +46,52 @@ def synthetic_samples(graph: Graph, n: int = SYNTHETIC_SAMPLES, seed: int = 0) -
     return out
 
 
-def load_samples(path: str | Path, graph: Graph) -> dict[str, np.ndarray]:
-    """Read calibration/input samples from .npz and check names and shapes against the graph."""
+# Verification and calibration use at most this many samples (a large --inputs file kept verify busy for
+# minutes per sample), and read at most SAMPLE_FILE_BYTES from the file.
+MAX_SAMPLES = 64
+SAMPLE_FILE_BYTES = 1 << 30
+
+
+def _check_npz_size(path: Path, graph: Graph, limit: int) -> None:
+    """Refuse an .npz whose members would decompress to more than ``limit`` bytes, from the zip directory and
+    each member's .npy header (the shape it claims), before anything is decompressed or allocated."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return  # np.load reports what it is below
+    total = 0
+    with zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            claimed = 0
+            try:
+                with z.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                            else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read(f)
+                    claimed = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+            except Exception:
+                pass  # not an .npy member: np.load reports it
+            total += max(info.file_size, claimed)
+    if total > limit:
+        raise UserError(f"{path} would take {total / 2**20:,.0f} MiB once decompressed, more than the "
+                        f"{limit / 2**20:,.0f} MiB fpgaformer reads from a samples file; verify and calibration use "
+                        f"at most {MAX_SAMPLES} samples, so save only those (e.g. arrays[:{MAX_SAMPLES}]).")
+
+
+def load_samples(path: str | Path, graph: Graph, limit: int | None = MAX_SAMPLES) -> dict[str, np.ndarray]:
+    """Read calibration/input samples from .npz and check names and shapes against the graph.
+
+    Only the first ``limit`` samples are kept (a note on stderr says how many of how many); a file that would
+    decompress to more than SAMPLE_FILE_BYTES is refused before it is read."""
     path = Path(path)
+    try:
+        if path.is_file():
+            _check_npz_size(path, graph, SAMPLE_FILE_BYTES)
+    except UserError:
+        raise
+    except Exception:
+        pass  # unreadable: np.load below says so
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
@@ -73,6 +117,13 @@ def load_samples(path: str | Path, graph: Graph) -> dict[str, np.ndarray]:
         count = got[0] if count is None else count
         if got[0] != count:
             raise UserError(f"{path}: arrays hold different numbers of samples ({count} vs {got[0]} in {name!r}).")
+    if limit is not None and count is not None and count > limit:
+        import sys
+
+        from ..validate import plain
+        print(f"note: using the first {limit} of the {count} samples in {plain(str(path))} (at most {limit} are "
+              "used).", file=sys.stderr)
+        data = {k: v[:limit] for k, v in data.items()}
     check_samples(data, graph, path)  # N >= 1; integer ids within the vocabulary; finite floats
     return data
 

@@ -28,7 +28,22 @@ NEG_MIN = -1e4
 
 
 def mask_inputs(view: OnnxView) -> list[str]:
-    return [i for i in view.inputs if "mask" in i.lower() and len(view.shape.get(i, ())) == 2]
+    """Candidate mask inputs, by meaning not by name: (batch, seq) inputs that are not lookup indices (token
+    ids, positions). Whether a candidate is a mask is decided by probing what the graph computes from it."""
+    out = []
+    for name in view.inputs:
+        if len(view.shape.get(name, ())) != 2:
+            continue
+        if any(u.op_type in ("Gather", "GatherElements", "GatherND") and list(u.input)[1:2] == [name]
+               or u.op_type == "EmbedLayerNormalization" and name in [u.input[k] for k in (0, 1, 8)
+                                                                        if k < len(u.input)]
+               for u in view.users(name)):
+            continue
+        out.append(name)
+    return out
+
+
+_WEIGHTED = {"MatMul", "Gemm", "Conv", "MatMulInteger", "QLinearMatMul", "Attention", "MultiHeadAttention"}
 
 
 def mask_domain(view: OnnxView, source: str) -> set[str]:
@@ -100,6 +115,8 @@ def match_all(view: OnnxView) -> list[Match]:
         covered: dict[str, onnx.NodeProto] = {}
         layers = []
         domain = mask_domain(view, source)
+        if any(view.nodes[view.order[n]].op_type in _WEIGHTED for n in domain):
+            continue  # computes activations from the input (a data input, not a mask): nothing to probe
         (batch, length) = view.shape[source]
         for frontier in _frontiers(view, domain):
             # every non-constant input of the domain derives from the mask input: the region exists
