@@ -9,6 +9,7 @@ The engine code is the same in every mode. Device errors and artifact/overlay mi
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -137,6 +138,11 @@ def cmd_run(args) -> int:
     _check_device_args(args)
     validate.count(args.batch, "--batch", what="sequences per launch")
     validate.count(args.count, "--count", what="synthetic sequences")
+    if args.output is not None and not args.output.parent.is_dir():
+        raise UserError(f"-o {args.output}: the folder {args.output.parent} does not exist; create it or write "
+                        "the outputs elsewhere.")
+    if args.output is not None and args.output.suffix != ".npz":
+        raise UserError(f"-o {args.output}: the outputs are written as .npz; give a file name ending in .npz.")
     engine = open_engine(args.build, args.emulate, args.via_pynq, args.timeout, args.batch, args.coherence,
                          args.csim)
     if engine.kind != "encoder":
@@ -168,8 +174,10 @@ def cmd_run(args) -> int:
     for f in engine.out_rec.fields:
         outputs[f.name] = to_float(codes[f.name], f.fixed) if f.fixed is not None else codes[f.name]
         outputs[f"{f.name}.codes"] = codes[f.name]
-    if args.output is not None:
-        np.savez(args.output, **outputs)
+    if args.output is not None:  # written whole, then renamed: a partial file never looks complete
+        tmp = args.output.with_name(f".{args.output.name}.partial.npz")
+        np.savez(tmp, **outputs)
+        os.replace(tmp, args.output)
         print(f"wrote {args.output}: " + ", ".join(f"{k} {v.shape}" for k, v in outputs.items()))
     print_stats(engine.stats, "sequences")
     if args.json:
@@ -186,7 +194,11 @@ def find_tokenizer(build: Path, explicit: Path | None):
         from tokenizers import Tokenizer
     except ImportError:
         raise UserError("--prompt needs the tokenizers package (pip install tokenizers)") from None
-    return Tokenizer.from_file(str(path))
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # the tokenizers library raises a bare Exception for any unreadable file
+        raise UserError(f"{path} is not a tokenizer file the tokenizers library can read ({e}); give the "
+                        "tokenizer.json saved with the model (`tokenizer.save(...)` / `save_pretrained`).") from None
 
 
 def cmd_generate(args) -> int:

@@ -217,3 +217,19 @@ def test_engine_and_sampling_refuse_bad_numbers_from_the_api(decoder_build):
                {"top_k": -1}, {"top_k": 2.5}):
         with pytest.raises(ValueError):
             Sampling(**kw)
+
+
+def test_run_output_in_a_missing_folder_is_refused_before_running(tmp_path, capsys):
+    """`run -o` into a folder that does not exist gave a traceback after the whole run."""
+    code, _, err = run_cli(capsys, "run", tmp_path / "nowhere_build", "--emulate", "-o", tmp_path / "no" / "out.npz")
+    assert_refused(code, err, "does not exist")
+
+
+def test_a_file_that_is_not_a_tokenizer_is_refused(tmp_path, capsys):
+    bogus = tmp_path / "tokenizer.json"
+    bogus.write_text("this is not a tokenizer")
+    from fpgaformer.compiler.errors import UserError
+    from fpgaformer.compiler.run_cli import find_tokenizer
+
+    with pytest.raises(UserError, match="not a tokenizer file"):
+        find_tokenizer(tmp_path, bogus)
