@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from fpgaformer.compiler.cli import main
+from cli_helpers import run_cli
 
 
 def tiny_model(path, dynamic=False, op="Relu", external=False):
@@ -26,12 +26,6 @@ def tiny_model(path, dynamic=False, op="Relu", external=False):
     else:
         onnx.save(model, str(path))
     return path
-
-
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def assert_clean_failure(code, err, *words):

@@ -8,40 +8,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper
 
 from fpgaformer.compiler.cli import main
 
+from cli_helpers import assert_refused, linear_model, run_cli
+
 LAYER = "proj"
-
-
-def linear_model(path, weight=None, name=LAYER):
-    """x (1, 3, 4) float -> MatMul(W) -> y: one Linear layer; W the identity unless given."""
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4])
-    w = np.eye(4) if weight is None else weight
-    init = onnx.numpy_helper.from_array(np.asarray(w, np.float32), "W")
-    model = helper.make_model(helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"], name=name)],
-                                                "tiny", [x], [y], [init]),
-                              opset_imports=[helper.make_opsetid("", 17)])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
-
-
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_refused(code, err, *words):
-    assert code == 2, err
-    assert "Traceback" not in err and err.startswith("error: "), err
-    for w in words:
-        assert w in err, err
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from fpgaformer.compiler.cli import main
+
+from cli_helpers import assert_refused, run_cli
 from fpgaformer.compiler.frontend import import_onnx
 
 OPSETS = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
@@ -39,19 +41,6 @@ def fvi(name, shape):
 
 def const(name, value):
     return onnx.numpy_helper.from_array(np.asarray(value, np.float32), name)
-
-
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_refused(code, err, *words):
-    assert code == 2, err
-    assert "Traceback" not in err and err.startswith("error: "), err
-    for w in words:
-        assert w in err, err
 
 
 def linear_model(path: Path) -> Path:

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -24,11 +23,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper
 
-from fpgaformer.compiler.cli import main
+from cli_helpers import assert_refused, run_cli
+from cli_helpers import linear_model as shared_linear_model
 
 ROOT = Path(__file__).resolve().parents[2]
 # one name that is hostile to C++ (`"` + code), the shell (`;`, `#`), Tcl (`}`, `[exec]`, `$`) and XML (`<&'`)
@@ -38,27 +36,7 @@ HOSTILE_BUILD = 'b"); system("touch pwned; true #} [exec touch tclpwned] $x <&\'
 # ------------------------------------------------------------------------------------------------- helpers
 def linear_model(path: Path) -> Path:
     """x (1, 3, 4) -> MatMul(eye) -> y: the smallest model compile accepts."""
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4])
-    w = onnx.numpy_helper.from_array(np.eye(4, dtype=np.float32), "W")
-    model = helper.make_model(helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"], name="p")], "g",
-                                                [x], [y], [w]), opset_imports=[helper.make_opsetid("", 17)])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
-
-
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_refused(code, err, *words):
-    assert code == 2, err
-    assert "Traceback" not in err and err.startswith("error: ")
-    for w in words:
-        assert w in err, err
+    return shared_linear_model(path, name="p")
 
 
 def compile_float(capsys, model, out):

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from fpgaformer.compiler.cli import main
+from cli_helpers import assert_refused, run_cli
 
 SEQ, CONTEXT = 8, 16
 ENC_VOCAB, DEC_VOCAB = 100, 64
@@ -62,19 +62,6 @@ def _engine(build, **kw):
     from fpgaformer.compiler.run_cli import open_engine
 
     return open_engine(build, emulate=True, log=_silent, **kw)
-
-
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_refused(code, err, *words):
-    assert code == 2, err
-    assert "Traceback" not in err and err.startswith("error: "), err
-    for w in words:
-        assert w in err, err
 
 
 # ------------------------------------------------------------------------------------------ token ids
