@@ -38,9 +38,9 @@ def latency_model(graph, board, clock_mhz: float) -> dict:
         from .fit import choose_hardware
 
         if has_settings(graph):  # the BUILD's own hardware plan, at the BUILD's precision
-            from .estimate_cli import _preset_of
+            from .precision import preset_of
 
-            design = estimate_graph(graph, board, _preset_of(graph.meta.get("precision")), clock_mhz=clock_mhz)
+            design = estimate_graph(graph, board, preset_of(graph.meta.get("precision")), clock_mhz=clock_mhz)
             reason = ""
         else:
             result = choose_hardware(graph.copy(), board, clock_mhz=clock_mhz, suggest=False, apply=False)

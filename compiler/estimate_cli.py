@@ -19,7 +19,7 @@ from . import validate
 from .errors import UserError
 from .estimate import DesignEstimate, estimate_graph, has_settings
 from .fit import MODES, FitResult, choose_hardware
-from .precision import DEFAULT_PRESET, PRESETS, SEARCHED
+from .precision import DEFAULT_PRESET, PRESETS, SEARCHED, preset_of
 from .roofline import Bounds, design_bounds
 
 CAVEAT = ("All figures are ESTIMATES of fpgaformer's hardware model (python -m pydoc "
@@ -87,18 +87,6 @@ def load_model(path: Path, seq_len: int | None, context: int | None) -> tuple[Gr
 
 
 # ------------------------------------------------------------------------------------------------- run
-def _preset_of(meta) -> str | None:
-    """The preset name a compiled graph records (``meta["precision"]``: a name, or its bit widths)."""
-    if isinstance(meta, str):
-        return meta
-    if isinstance(meta, dict):
-        from .precision import PRESETS
-
-        bits = (meta.get("weight_bits"), meta.get("act_bits"))
-        return next((name for name, wa in PRESETS.items() if tuple(wa) == bits), None)
-    return None
-
-
 def run(args) -> int:
     validate.number(args.budget, "--budget", low=0, low_open=True, high=1, unit="the fraction of each resource "
                     "the design may use, e.g. 0.8")
@@ -108,7 +96,7 @@ def run(args) -> int:
     board = load_board(args.board)
     graph, manifest = load_model(args.model, args.seq_len, args.context)
     stored = graph.meta.get("hardware", {}) if isinstance(graph.meta.get("hardware"), dict) else {}
-    precision = args.precision or stored.get("precision") or _preset_of(graph.meta.get("precision")) or DEFAULT_PRESET
+    precision = args.precision or stored.get("precision") or preset_of(graph.meta.get("precision")) or DEFAULT_PRESET
     modes = MODES if args.mode == "auto" else (args.mode,)
     fit = choose_hardware(graph.copy(), board, precision, args.budget, args.clock, modes)
     design, source = fit.design, "fit"

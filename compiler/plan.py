@@ -91,7 +91,7 @@ def check_overrides(graph: Graph, overrides: dict) -> None:
         w = entry.get("weights")
         if w is not None and w not in PLACEMENTS:
             problems.append(f"{name!r}: weights must be 'on_chip' or 'streamed', got {w!r}")
-        if w == "streamed" and graph.layer(name).op != "Linear" if name in names else False:
+        if w == "streamed" and graph.layer(name).op != "Linear":
             problems.append(f"{name!r}: only Linear weights can be streamed")
     if problems:
         raise UserError("--overrides: " + "; ".join(problems) + ".")

@@ -23,3 +23,13 @@ def preset_bits(name: str) -> tuple[int, int]:
         valid = ", ".join([*PRESETS, SEARCHED])
         raise UserError(f"unknown precision {name!r}; valid presets are: {valid}.")
     return PRESETS[name]
+
+
+def preset_of(meta) -> str | None:
+    """The preset name a compiled graph records (``meta["precision"]``: a name, or its bit widths)."""
+    if isinstance(meta, str):
+        return meta
+    if isinstance(meta, dict):
+        bits = (meta.get("weight_bits"), meta.get("act_bits"))
+        return next((name for name, wa in PRESETS.items() if tuple(wa) == bits), None)
+    return None

@@ -78,6 +78,4 @@ class CsimDevice(SimDevice):
                 start = i + 1
         if start != got:
             records.append(out[start * beat:int(got) * beat].copy())
-        lat = self.latency
-        per = lat["cycles_per_token"] if mode == P.MODE_DECODE else lat["cycles_per_sequence"]
-        return records, int(status.value), int(lat["launch_cycles"] + max(1, n) * per)
+        return records, int(status.value), self._launch_cycles(mode, max(1, n))

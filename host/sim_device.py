@@ -310,6 +310,12 @@ class SimDevice(Device):
                 k.isr |= 1
 
     # ---- computation (what the HLS kernels do, with the emulator as their bit-accurate model)
+    def _launch_cycles(self, mode: int, n: int) -> int:
+        """Modelled kernel time of a launch of ``n`` items (the contract's latency model)."""
+        lat = self.latency
+        per = lat["cycles_per_token"] if mode == P.MODE_DECODE else lat["cycles_per_sequence"]
+        return int(lat["launch_cycles"] + n * per)
+
     def _compute(self, mode: int, n: int, argmax: bool, in_rec: P.Record, data: np.ndarray, want: int):
         """One launch on the input packet ``data`` (``want`` bytes expected): (output records, status,
         cycles). A packet of the wrong length is a stream error; the kernel computes on it cut or padded."""
@@ -341,8 +347,7 @@ class SimDevice(Device):
             feeds = in_rec.unpack(data[i * in_rec.nbytes:(i + 1) * in_rec.nbytes])
             env = runner.run(feeds)
             records.append(out_rec.pack({name: env[name] for name in graph.outputs}))
-        lat = self.latency
-        cycles = int(lat["launch_cycles"] + n * lat["cycles_per_sequence"])
+        cycles = self._launch_cycles(P.MODE_ENCODE, n)
         return records, P.STATUS_OK, cycles
 
     def _decode_launch(self, in_rec: P.Record, data: np.ndarray, t: int, argmax: bool):
@@ -350,7 +355,7 @@ class SimDevice(Device):
         position = self._arg("position")
         out_rec = c.out_record(argmax)
         if t < 1 or position + t > c.context:
-            return [np.zeros(out_rec.nbytes, np.uint8)], P.STATUS_RANGE, int(self.latency["launch_cycles"])
+            return [np.zeros(out_rec.nbytes, np.uint8)], P.STATUS_RANGE, self._launch_cycles(P.MODE_DECODE, 0)
         _, _, decoder = self._graph_from_memory()
         ids = in_rec.unpack(data)["input_ids"]
         kv_base = self._pointer("kv_cache")
@@ -376,8 +381,7 @@ class SimDevice(Device):
             record = out_rec.pack({"token": np.array([int(np.argmax(last))])})
         else:
             record = out_rec.pack({out_rec.fields[0].name: last})
-        lat = self.latency
-        cycles = int(lat["launch_cycles"] + t * lat["cycles_per_token"])
+        cycles = self._launch_cycles(P.MODE_DECODE, t)
         return [record], P.STATUS_OK, cycles
 
     # ---------------------------------------------------------------------------------------------- DMA

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -274,12 +275,13 @@ class ModelWriter:
         lines.append(f"{indent}rd.align();")
         return "\n".join(lines)
 
-    def write_fields(self, fields: list[P.Field], indent: str, offset: str = "0") -> str:
+    def write_fields(self, fields: list[P.Field], indent: str) -> str:
+        """One output record: each field's codes in its lanes, zero padding and TLAST."""
         lines = []
         for f in fields:
             b = self.buffers[f.name]
             lines.append(f"{indent}for (unsigned i = 0; i < {f.count}; i++) "
-                         f"wr.lane(out_stream, ff::icode({b.cpp}[{offset} + i]), {f.lane});")
+                         f"wr.lane(out_stream, ff::icode({b.cpp}[i]), {f.lane});")
         lines.append(f"{indent}wr.end_record(out_stream);")
         return "\n".join(lines)
 
@@ -465,16 +467,11 @@ Tokens:
         wr.lane(out_stream, best, 32);
         wr.end_record(out_stream);
     }} else {{
-{self._write_logits(logits, out_rec)}
+{self.write_fields(list(out_rec.fields), ' ' * 8)}
     }}
     if (rd.error)
         return {P.STATUS_STREAM}u;
     return bad_id ? {P.STATUS_RANGE}u : {P.STATUS_OK}u;"""
-
-    def _write_logits(self, logits: Buffer, out_rec: P.Record) -> str:
-        f = out_rec.fields[0]
-        return (f"        for (unsigned i = 0; i < {f.count}; i++) wr.lane(out_stream, ff::icode({logits.cpp}[i]), "
-                f"{f.lane});\n        wr.end_record(out_stream);")
 
 
 def _comment(text: str) -> str:
@@ -617,8 +614,6 @@ def _compile_units(build_dir: Path, synthesis: bool) -> list[tuple[Path, list[st
         common.append("-DFF_SYNTH")
     units = []
     for k in kernels:
-        import json
-
         project = json.loads((k / "kernel.json").read_text())["project"]
         flags = [f"-I{k / 'firmware'}", f"-I{k / 'firmware' / 'ap_types'}", "-std=c++14", "-Wno-unknown-pragmas"]
         if synthesis:
@@ -630,28 +625,6 @@ def _compile_units(build_dir: Path, synthesis: bool) -> list[tuple[Path, list[st
     for name in ("ff_model.cpp", "fpgaformer_top.cpp") + (() if synthesis else ("csim_bridge.cpp",)):
         units.append((hls / name, common + [f"-I{hls}"]))
     return units
-
-
-def check_synthesis_syntax(build_dir: Path) -> list[str]:
-    """``g++ -fsyntax-only`` of every overlay source in its synthesis configuration (-DFF_SYNTH: no file I/O,
-    weights from their initialisers); returns one problem per failing unit."""
-    problems = []
-
-    def one(unit):
-        src, flags = unit
-        done = subprocess.run(["g++", "-fsyntax-only", *flags, str(src)], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=COMPILE_TIMEOUT_S)
-        if done.returncode != 0:
-            from .csim import error_lines
-
-            return f"{src.name}: " + " | ".join(error_lines(done.stdout, 3))
-        return None
-
-    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
-        for result in pool.map(one, _compile_units(build_dir, True)):
-            if result:
-                problems.append(result)
-    return problems
 
 
 def compile_overlay(build_dir: Path, progress=None) -> Path:

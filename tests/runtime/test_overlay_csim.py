@@ -168,7 +168,8 @@ def test_decoder_overlay_refuses_positions_outside_the_context(tiny_llama_builds
 def test_every_source_the_overlay_includes_is_written(tiny_llama_builds):
     """Every quoted #include of the generated overlay resolves to a file that exists (in the overlay, a kernel
     project or fpgaformer's own headers): nothing includes a file nothing writes."""
-    from fpgaformer.compiler.backend.overlay import HLS_DIR, KERNELS, check_synthesis_syntax
+    from fpgaformer.compiler.backend.overlay import HLS_DIR, KERNELS
+    from fpgaformer.compiler.backend.overlay_check import synthesis_syntax
     from fpgaformer.compiler.backend.hls4ml import OVERLAY_DIR
 
     build = tiny_llama_builds("w8a16")
@@ -183,7 +184,7 @@ def test_every_source_the_overlay_includes_is_written(tiny_llama_builds):
             if name in vendor and (source.parent / "ap_types").exists() is False and source.parent == hls:
                 continue  # the vendor's own headers (ap_axi_sdata.h: overlays/hls/csim for g++)
             assert any((r / name).is_file() for r in roots) or name in vendor, (source, name)
-    assert check_synthesis_syntax(build) == []
+    assert synthesis_syntax(build) == []
 
 
 MINILM_CSIM_SEQ = 16
